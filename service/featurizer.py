@@ -1,0 +1,250 @@
+"""Text -> n-gram rows: the one featurizer shared by training and serving.
+
+Training (vocabulary counting, student inputs) and serving import this module, so the ids a student
+was trained on are exactly the ids it is served with (DESIGN.md section 2, "One featurizer").
+
+How a batch is featurized, with no Python loop per n-gram:
+1. each text is lowercased and split with the token pattern (a C-level regex call per text);
+2. every token becomes a word id through one dict lookup (-1 when the word is in no vocabulary n-gram,
+   which makes every n-gram containing it out of vocabulary);
+3. the n-grams of the whole batch become 64-bit keys with vectorized numpy arithmetic on shifted
+   views of the word-id array (windows that cross a text boundary are masked out);
+4. keys become table rows with one ``searchsorted`` on the vocabulary's sorted key array.
+
+The key of an n-gram is a 64-bit mix of its length and its word ids. Distinct vocabulary n-grams are
+checked to have distinct keys when a vocabulary is built; an out-of-vocabulary n-gram could in
+principle share a key with a vocabulary one, with odds of about |V| / 2**64 (5e-14 for 1M n-grams)
+per lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# scikit-learn CountVectorizer's default token pattern, as the paper uses (DESIGN.md section 1.3).
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+_MIX_MUL = np.uint64(0x9E3779B97F4A7C15)
+_MIX_MUL2 = np.uint64(0xBF58476D1CE4E5B9)
+_SHIFT = np.uint64(31)
+
+IntArray = npt.NDArray[np.int64]
+KeyArray = npt.NDArray[np.uint64]
+
+
+class FeaturizerError(ValueError):
+    """Featurizer settings or vocabulary files that cannot be used."""
+
+
+@dataclass(frozen=True)
+class FeaturizerSettings:
+    """How text is cut into n-grams; recorded in every manifest."""
+
+    lowercase: bool = True
+    token_pattern: str = DEFAULT_TOKEN_PATTERN
+    ngram_min: int = 1
+    ngram_max: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise FeaturizerError(
+                f"n-gram range must satisfy 1 <= min <= max, got ({self.ngram_min}, {self.ngram_max})"
+            )
+        try:
+            re.compile(self.token_pattern)
+        except re.error as exc:
+            raise FeaturizerError(f"invalid token pattern {self.token_pattern!r}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeaturizerSettings:
+        known = {k: data[k] for k in ("lowercase", "token_pattern", "ngram_min", "ngram_max") if k in data}
+        return cls(**known)
+
+
+class Tokenizer:
+    """Lowercase + regex token split, as scikit-learn's CountVectorizer does by default."""
+
+    def __init__(self, settings: FeaturizerSettings) -> None:
+        self.settings = settings
+        self._findall = re.compile(settings.token_pattern).findall
+
+    def __call__(self, text: str) -> list[str]:
+        return self._findall(text.lower() if self.settings.lowercase else text)
+
+
+def mix_keys(columns: Sequence[npt.NDArray[np.uint64]]) -> KeyArray:
+    """64-bit keys of n-grams given as columns of 64-bit word codes (one column per position).
+
+    The n-gram length is mixed in first, so "a" and "a a" never share a key by construction of
+    the inputs alone. Arithmetic wraps modulo 2**64, which is what we want for a hash.
+    """
+    n = len(columns)
+    seed = np.uint64((n * int(_MIX_MUL)) % (1 << 64))
+    key = np.full(columns[0].shape, seed, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            key ^= column + np.uint64(1)
+            key *= _MIX_MUL2
+            key ^= key >> _SHIFT
+    return key
+
+
+@dataclass
+class NgramOccurrences:
+    """Every n-gram occurrence of a batch that is in the vocabulary, in text order.
+
+    ``text_index[i]`` is the text of occurrence i and ``rows[i]`` its embedding row; ``total[t]`` counts
+    all n-grams of text t, in the vocabulary or not (the denominator of coverage).
+    """
+
+    text_index: IntArray
+    rows: IntArray
+    total: IntArray
+    num_texts: int
+
+    @property
+    def found(self) -> IntArray:
+        return np.bincount(self.text_index, minlength=self.num_texts).astype(np.int64)
+
+    @property
+    def coverage(self) -> npt.NDArray[np.float64]:
+        """Share of each text's n-grams found in the vocabulary (0.0 for a text with no n-gram)."""
+        total = self.total.astype(np.float64)
+        return np.divide(self.found, total, out=np.zeros_like(total), where=total > 0)
+
+    def offsets(self) -> IntArray:
+        """Start of each text's occurrences in ``rows`` (EmbeddingBag-style offsets)."""
+        counts = self.found
+        return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+
+
+def batch_ngram_columns(
+    word_codes: npt.NDArray[np.uint64], text_index: IntArray, valid: npt.NDArray[np.bool_], n: int
+) -> tuple[list[npt.NDArray[np.uint64]], IntArray, npt.NDArray[np.bool_]]:
+    """Columns of the n-grams of length n over a flat batch of tokens.
+
+    A window is kept when it stays within one text; ``ok`` says whether all its words are valid.
+    Returns (columns, text of each window, ok).
+    """
+    count = word_codes.shape[0] - n + 1
+    if count <= 0:
+        empty = np.empty(0, dtype=np.uint64)
+        return [empty] * n, np.empty(0, dtype=np.int64), np.empty(0, dtype=bool)
+    same_text = text_index[: count] == text_index[n - 1 : n - 1 + count]
+    columns = [word_codes[i : i + count][same_text] for i in range(n)]
+    ok = np.ones(int(same_text.sum()), dtype=bool)
+    for i in range(n):
+        ok &= valid[i : i + count][same_text]
+    return columns, text_index[:count][same_text], ok
+
+
+class NgramFeaturizer:
+    """Turns texts into vocabulary rows, for a vocabulary given as words + sorted keys + rows."""
+
+    def __init__(
+        self,
+        settings: FeaturizerSettings,
+        words: Sequence[str],
+        sorted_keys: KeyArray,
+        key_rows: IntArray,
+    ) -> None:
+        if sorted_keys.shape != key_rows.shape:
+            raise FeaturizerError("vocabulary keys and rows differ in length")
+        if sorted_keys.size > 1 and not bool(np.all(sorted_keys[1:] > sorted_keys[:-1])):
+            raise FeaturizerError("vocabulary keys are not strictly increasing (damaged or colliding)")
+        self.settings = settings
+        self.tokenize = Tokenizer(settings)
+        self.words = list(words)
+        self.word_ids: dict[str, int] = {w: i for i, w in enumerate(self.words)}
+        self.sorted_keys = np.ascontiguousarray(sorted_keys, dtype=np.uint64)
+        self.key_rows = np.ascontiguousarray(key_rows, dtype=np.int64)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.key_rows.size)
+
+    def word_codes(self, tokens: Iterable[str]) -> IntArray:
+        get = self.word_ids.get
+        return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64)
+
+    def occurrences(self, texts: Sequence[str]) -> NgramOccurrences:
+        """All in-vocabulary n-gram occurrences of a batch (see module docstring for how)."""
+        token_lists = [self.tokenize(t) for t in texts]
+        lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+        ids = self.word_codes(tok for tokens in token_lists for tok in tokens)
+        text_index = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        return self.occurrences_from_ids(ids, text_index, lengths)
+
+    def occurrences_from_ids(self, ids: IntArray, text_index: IntArray, lengths: IntArray) -> NgramOccurrences:
+        num_texts = int(lengths.size)
+        valid = ids >= 0
+        codes = ids.astype(np.uint64)
+        s = self.settings
+        total = np.zeros(num_texts, dtype=np.int64)
+        found_text: list[IntArray] = []
+        found_rows: list[IntArray] = []
+        for n in range(s.ngram_min, s.ngram_max + 1):
+            total += np.maximum(lengths - n + 1, 0)
+            columns, window_text, ok = batch_ngram_columns(codes, text_index, valid, n)
+            if not ok.any():
+                continue
+            keys = mix_keys([c[ok] for c in columns])
+            pos = np.searchsorted(self.sorted_keys, keys)
+            pos_clipped = np.minimum(pos, max(self.sorted_keys.size - 1, 0))
+            hit = (pos < self.sorted_keys.size) & (self.sorted_keys[pos_clipped] == keys)
+            found_text.append(window_text[ok][hit])
+            found_rows.append(self.key_rows[pos_clipped[hit]])
+        if not found_rows:
+            empty = np.empty(0, dtype=np.int64)
+            return NgramOccurrences(empty, empty.copy(), total, num_texts)
+        text_idx = np.concatenate(found_text)
+        rows = np.concatenate(found_rows)
+        # Stable sort by text so each text's occurrences are contiguous (offsets work).
+        order = np.argsort(text_idx, kind="stable")
+        return NgramOccurrences(text_idx[order], rows[order], total, num_texts)
+
+    def rows_per_text(self, texts: Sequence[str]) -> list[IntArray]:
+        """Rows of each text's in-vocabulary n-grams, with multiplicity (a readable reference form)."""
+        occ = self.occurrences(texts)
+        bounds = np.concatenate(([0], np.cumsum(occ.found)))
+        return [occ.rows[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+
+
+def reference_ngrams(tokens: Sequence[str], ngram_min: int, ngram_max: int) -> list[str]:
+    """The n-gram strings of one token list, joined by spaces as scikit-learn does.
+
+    A slow, obviously-correct form, used to build vocabularies' string lists and in tests.
+    """
+    out: list[str] = []
+    for n in range(ngram_min, ngram_max + 1):
+        out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return out
+
+
+def keys_of_ngram_strings(ngrams: Sequence[str], word_ids: dict[str, int]) -> KeyArray:
+    """Keys of n-grams given as space-joined strings whose words are all in ``word_ids``.
+
+    Used when a vocabulary is built or checked: one Python loop over vocabulary entries, never on the
+    serving path.
+    """
+    keys = np.empty(len(ngrams), dtype=np.uint64)
+    by_length: dict[int, list[int]] = {}
+    split = [g.split(" ") for g in ngrams]
+    for i, parts in enumerate(split):
+        by_length.setdefault(len(parts), []).append(i)
+    for n, idx in by_length.items():
+        columns = [
+            np.fromiter((word_ids[split[i][p]] for i in idx), dtype=np.int64, count=len(idx)).astype(np.uint64)
+            for p in range(n)
+        ]
+        keys[np.asarray(idx, dtype=np.int64)] = mix_keys(columns)
+    return keys

@@ -1,0 +1,322 @@
+"""The model repository format, version 1 (DESIGN.md section 3): manifests, checksums, atomic writes.
+
+This is the only contract between training (which writes models) and serving (which reads them).
+It depends on numpy and pydantic only, so the service can use it without torch.
+
+A student folder::
+
+    manifest.json              kind "student", labels, featurizer, shards, head, metrics, config
+    vocab/words.txt            one word per line; line i is word id i
+    vocab/keys.npy             uint64, strictly increasing n-gram keys (see service.featurizer)
+    vocab/rows.npy             int64, the embedding row of each key
+    vocab/ngrams.txt           the n-gram of each row, in row order (most frequent first)
+    embeddings/shard-NNNNN.npy row-range shards of the table, float16 or float32
+    head.onnx                  pooled [batch, dim] float32 -> logits [batch, labels]
+
+A teacher folder::
+
+    manifest.json              kind "teacher", labels, max_length, files
+    model.onnx                 input_ids, attention_mask (+ token_type_ids) -> logits
+    tokenizer/                 the Hugging Face tokenizer files (tokenizer.json is required)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.featurizer import FeaturizerSettings, NgramFeaturizer
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VOCAB_DIR = "vocab"
+WORDS_FILE = f"{VOCAB_DIR}/words.txt"
+KEYS_FILE = f"{VOCAB_DIR}/keys.npy"
+ROWS_FILE = f"{VOCAB_DIR}/rows.npy"
+NGRAMS_FILE = f"{VOCAB_DIR}/ngrams.txt"
+SHARD_DIR = "embeddings"
+HEAD_FILE = "head.onnx"
+TEACHER_ONNX = "model.onnx"
+TEACHER_TOKENIZER_DIR = "tokenizer"
+
+
+class ModelFormatError(Exception):
+    """A model folder that is missing, damaged or of an unknown format; the message names the file."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    bytes: int
+    sha256: str
+
+
+class ShardEntry(FileEntry):
+    row_start: int
+    row_end: int
+
+
+class FeaturizerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lowercase: bool
+    token_pattern: str
+    ngram_min: int
+    ngram_max: int
+
+    def settings(self) -> FeaturizerSettings:
+        return FeaturizerSettings(**self.model_dump())
+
+
+class StudentManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = FORMAT_VERSION
+    kind: Literal["student"] = "student"
+    name: str
+    labels: list[str] = Field(min_length=2)
+    featurizer: FeaturizerSpec
+    vocab_size: int
+    embedding_dim: int
+    hidden_dim: int
+    shard_dtype: Literal["float16", "float32"]
+    shards: list[ShardEntry]
+    vocab_files: list[FileEntry]
+    head: FileEntry
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    cascade: dict[str, Any] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+
+
+class TeacherManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = FORMAT_VERSION
+    kind: Literal["teacher"] = "teacher"
+    name: str
+    labels: list[str] = Field(min_length=2)
+    max_length: int
+    input_names: list[str]
+    base_model: str
+    files: list[FileEntry]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def file_entry(root: Path, relative: str) -> FileEntry:
+    path = root / relative
+    return FileEntry(path=relative, bytes=path.stat().st_size, sha256=sha256_of(path))
+
+
+def read_manifest_kind(root: Path) -> str:
+    data = _read_manifest_json(root)
+    kind = data.get("kind")
+    if kind not in ("student", "teacher"):
+        raise ModelFormatError(root / MANIFEST, f"unknown model kind {kind!r}")
+    return str(kind)
+
+
+def _read_manifest_json(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise ModelFormatError(root, "model folder does not exist")
+    if not path.is_file():
+        raise ModelFormatError(path, "manifest is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(path, f"manifest is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelFormatError(path, "manifest is not a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(path, f"unsupported format version {version!r} (this code reads {FORMAT_VERSION})")
+    return data
+
+
+def load_student_manifest(root: Path) -> StudentManifest:
+    try:
+        return StudentManifest.model_validate(_read_manifest_json(root))
+    except ValidationError as exc:
+        raise ModelFormatError(root / MANIFEST, f"invalid student manifest: {exc}") from exc
+
+
+def load_teacher_manifest(root: Path) -> TeacherManifest:
+    try:
+        return TeacherManifest.model_validate(_read_manifest_json(root))
+    except ValidationError as exc:
+        raise ModelFormatError(root / MANIFEST, f"invalid teacher manifest: {exc}") from exc
+
+
+def verify_file(root: Path, entry: FileEntry, checksum: bool = True) -> Path:
+    """Check one listed file's size (and sha256) and return its path; raise naming the file."""
+    path = root / entry.path
+    if not path.is_file():
+        raise ModelFormatError(path, "file listed in the manifest is missing")
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise ModelFormatError(path, f"size is {size} bytes, the manifest says {entry.bytes} (damaged file)")
+    if checksum and sha256_of(path) != entry.sha256:
+        raise ModelFormatError(path, "sha256 does not match the manifest (damaged file)")
+    return path
+
+
+def verify_student(root: Path, manifest: StudentManifest, checksum: bool = True) -> None:
+    for entry in [*manifest.vocab_files, manifest.head, *manifest.shards]:
+        verify_file(root, entry, checksum)
+    expected = 0
+    for shard in manifest.shards:
+        if shard.row_start != expected or shard.row_end <= shard.row_start:
+            raise ModelFormatError(root / shard.path, "shard row ranges are not contiguous")
+        expected = shard.row_end
+    if expected != manifest.vocab_size:
+        raise ModelFormatError(root / MANIFEST, f"shards cover {expected} rows, vocab_size is {manifest.vocab_size}")
+
+
+def verify_teacher(root: Path, manifest: TeacherManifest, checksum: bool = True) -> None:
+    for entry in manifest.files:
+        verify_file(root, entry, checksum)
+
+
+# --- vocabulary ---------------------------------------------------------------------------------
+
+
+def write_vocabulary(root: Path, words: list[str], keys: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64],
+                     ngrams: list[str]) -> list[str]:
+    """Write the four vocabulary files under ``root``; return their relative paths."""
+    (root / VOCAB_DIR).mkdir(parents=True, exist_ok=True)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    if sorted_keys.size > 1 and not bool(np.all(sorted_keys[1:] > sorted_keys[:-1])):
+        raise ModelFormatError(root / KEYS_FILE, "two n-grams share a key (hash collision); cannot export")
+    (root / WORDS_FILE).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    np.save(root / KEYS_FILE, sorted_keys)
+    np.save(root / ROWS_FILE, rows[order].astype(np.int64))
+    (root / NGRAMS_FILE).write_text("".join(g + "\n" for g in ngrams), encoding="utf-8")
+    return [WORDS_FILE, KEYS_FILE, ROWS_FILE, NGRAMS_FILE]
+
+
+def load_featurizer(root: Path, settings: FeaturizerSettings) -> NgramFeaturizer:
+    """Load a vocabulary folder's words, keys and rows into the shared featurizer."""
+    try:
+        words = (root / WORDS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        keys = np.load(root / KEYS_FILE, allow_pickle=False)
+        rows = np.load(root / ROWS_FILE, allow_pickle=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(root / VOCAB_DIR, f"vocabulary cannot be read: {exc}") from exc
+    if keys.dtype != np.uint64 or rows.dtype != np.int64:
+        raise ModelFormatError(root / KEYS_FILE, f"unexpected dtypes keys={keys.dtype} rows={rows.dtype}")
+    try:
+        return NgramFeaturizer(settings, words, keys, rows)
+    except ValueError as exc:
+        raise ModelFormatError(root / KEYS_FILE, str(exc)) from exc
+
+
+def read_ngrams(root: Path) -> list[str]:
+    return (root / NGRAMS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_DIR}/shard-{index:05d}.npy"
+
+
+def open_shards(root: Path, manifest: StudentManifest) -> list[np.ndarray]:
+    """Memory-map every shard (pages are shared between processes and loaded on first touch)."""
+    maps: list[np.ndarray] = []
+    for shard in manifest.shards:
+        path = root / shard.path
+        try:
+            table = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(path, f"shard cannot be memory-mapped: {exc}") from exc
+        expected = (shard.row_end - shard.row_start, manifest.embedding_dim)
+        if table.shape != expected or table.dtype != np.dtype(manifest.shard_dtype):
+            raise ModelFormatError(
+                path, f"shard is {table.shape} {table.dtype}, expected {expected} {manifest.shard_dtype}"
+            )
+        maps.append(table)
+    return maps
+
+
+# --- atomic export ------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_model_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    On any error the temporary folder is removed and an existing ``final`` is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        backup = None
+        if final.exists():
+            backup = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, backup)
+        os.replace(tmp, final)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(root: Path, manifest: BaseModel) -> None:
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False)
+    (root / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so a reader sees the old content or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))

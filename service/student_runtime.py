@@ -1,0 +1,146 @@
+"""The exported student with no torch: shared featurizer + memory-mapped shards + ONNX head.
+
+Mean pooling with multiplicity is computed as in DESIGN.md section 2: each distinct row of a batch is
+gathered (and converted from float16) once, then a sparse [texts x distinct rows] matrix of
+count / n-grams-found weights multiplies the gathered block. A text with no n-gram in the vocabulary
+pools to the zero vector, as torch's EmbeddingBag does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from scipy import sparse
+
+from service.featurizer import NgramFeaturizer, NgramOccurrences
+from service.model_format import (
+    HEAD_FILE,
+    StudentManifest,
+    load_featurizer,
+    load_student_manifest,
+    open_shards,
+    verify_student,
+)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class StudentOutput:
+    probabilities: FloatArray  # [texts, labels]
+    coverage: npt.NDArray[np.float64]  # [texts]
+    ngrams_found: npt.NDArray[np.int64]  # [texts]
+
+
+def softmax(logits: np.ndarray) -> FloatArray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def onnx_session(path: Path, threads: int | None, providers: Sequence[str]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+class EmbeddingTable:
+    """Row-range shards seen as one table; ``gather`` reads rows as float32."""
+
+    def __init__(self, shards: list[np.ndarray], starts: list[int]) -> None:
+        self.shards = shards
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.dim = int(shards[0].shape[1]) if shards else 0
+
+    def gather(self, rows: npt.NDArray[np.int64]) -> FloatArray:
+        """Rows must be sorted ascending (``np.unique`` output), so each shard is read in order."""
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if len(self.shards) == 1:
+            out[...] = self.shards[0][rows]
+            return out
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        bounds = np.searchsorted(which, np.arange(len(self.shards) + 1))
+        for s, shard in enumerate(self.shards):
+            lo, hi = bounds[s], bounds[s + 1]
+            if hi > lo:
+                out[lo:hi] = shard[rows[lo:hi] - self.starts[s]]
+        return out
+
+
+def mean_pool(occ: NgramOccurrences, table: EmbeddingTable) -> FloatArray:
+    """Mean of each text's in-vocabulary n-gram embeddings, counting repeats."""
+    found = occ.found
+    if occ.rows.size == 0:
+        return np.zeros((occ.num_texts, table.dim), dtype=np.float32)
+    distinct, inverse = np.unique(occ.rows, return_inverse=True)
+    block = table.gather(distinct)
+    weights = 1.0 / np.maximum(found, 1).astype(np.float32)
+    matrix = sparse.csr_matrix(
+        (weights[occ.text_index], (occ.text_index, inverse.reshape(-1))),
+        shape=(occ.num_texts, distinct.size),
+        dtype=np.float32,
+    )  # duplicate (text, row) entries are summed: that is the count weighting
+    return np.asarray(matrix @ block, dtype=np.float32)
+
+
+class StudentRuntime:
+    """Loads a student folder and turns texts into label probabilities."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: StudentManifest,
+        featurizer: NgramFeaturizer,
+        table: EmbeddingTable,
+        head: ort.InferenceSession,
+    ) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.featurizer = featurizer
+        self.table = table
+        self.head = head
+        self._head_input = head.get_inputs()[0].name
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        verify_checksums: bool = True,
+    ) -> StudentRuntime:
+        root = Path(root)
+        manifest = load_student_manifest(root)
+        verify_student(root, manifest, checksum=verify_checksums)
+        featurizer = load_featurizer(root, manifest.featurizer.settings())
+        shards = open_shards(root, manifest)
+        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards])
+        head = onnx_session(root / HEAD_FILE, threads, providers)
+        return cls(root, manifest, featurizer, table, head)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels)
+
+    def pool(self, texts: Sequence[str]) -> tuple[FloatArray, NgramOccurrences]:
+        occ = self.featurizer.occurrences(texts)
+        return mean_pool(occ, self.table), occ
+
+    def logits(self, pooled: FloatArray) -> FloatArray:
+        (out,) = self.head.run(None, {self._head_input: pooled})
+        return np.asarray(out, dtype=np.float32)
+
+    def predict(self, texts: Sequence[str]) -> StudentOutput:
+        if not texts:
+            empty = np.zeros((0, len(self.labels)), dtype=np.float32)
+            return StudentOutput(empty, np.zeros(0), np.zeros(0, dtype=np.int64))
+        pooled, occ = self.pool(texts)
+        return StudentOutput(softmax(self.logits(pooled)), occ.coverage, occ.found)
