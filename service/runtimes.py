@@ -1,0 +1,126 @@
+"""The runtime layer as the batcher sees it: a model folder in, ``predict(texts) -> Predictions`` out.
+
+Thin adapters over ``StudentRuntime`` and ``TeacherRuntime``: they know nothing of HTTP, and the routes
+never touch onnxruntime. ``Predictions`` is what one runtime call returns; the batcher slices it into
+each request's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from service.model_format import ModelFormatError, read_manifest_kind
+from service.student_runtime import StudentRuntime, softmax
+from service.teacher_runtime import TeacherRuntime
+
+Kind = Literal["student", "teacher"]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    probabilities: npt.NDArray[np.float32]  # [n, labels]
+    coverage: npt.NDArray[np.float64] | None = None  # student only: share of n-grams in vocabulary
+    ngrams_found: npt.NDArray[np.int64] | None = None  # student only
+
+    def __len__(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    def rows(self, start: int, stop: int) -> Predictions:
+        return Predictions(
+            self.probabilities[start:stop],
+            None if self.coverage is None else self.coverage[start:stop],
+            None if self.ngrams_found is None else self.ngrams_found[start:stop],
+        )
+
+
+@dataclass
+class ModelFacts:
+    """What ``GET /v1/models`` and the v2 metadata say about a loaded model."""
+
+    name: str
+    kind: Kind
+    path: str
+    labels: list[str]
+    metrics: dict[str, Any]
+    created_at: str
+    details: dict[str, Any] = field(default_factory=dict)  # kind-specific manifest facts
+
+
+class StudentModel:
+    kind: Kind = "student"
+
+    def __init__(self, runtime: StudentRuntime) -> None:
+        self.runtime = runtime
+        m = runtime.manifest
+        self.facts = ModelFacts(
+            name=m.name,
+            kind="student",
+            path=str(runtime.root),
+            labels=list(m.labels),
+            metrics=dict(m.metrics),
+            created_at=m.created_at,
+            details={
+                "vocab_size": m.vocab_size,
+                "embedding_dim": m.embedding_dim,
+                "hidden_dim": m.hidden_dim,
+                "dtype": m.shard_dtype,
+                "shards": len(m.shards),
+                "featurizer": m.featurizer.model_dump(),
+            },
+        )
+
+    def predict(self, texts: Sequence[str]) -> Predictions:
+        out = self.runtime.predict(texts)
+        return Predictions(out.probabilities, out.coverage, out.ngrams_found)
+
+    def active_providers(self) -> list[str]:
+        return list(self.runtime.head.get_providers())
+
+
+class TeacherModel:
+    kind: Kind = "teacher"
+
+    def __init__(self, runtime: TeacherRuntime, onnx_batch_size: int) -> None:
+        self.runtime = runtime
+        self.onnx_batch_size = onnx_batch_size
+        m = runtime.manifest
+        self.facts = ModelFacts(
+            name=m.name,
+            kind="teacher",
+            path=str(runtime.root),
+            labels=list(m.labels),
+            metrics=dict(m.metrics),
+            created_at=m.created_at,
+            details={"max_length": m.max_length, "base_model": m.base_model, "dtype": "float32"},
+        )
+
+    def predict(self, texts: Sequence[str]) -> Predictions:
+        # The runtime sorts the texts of a call by token length and runs ONNX in sub-batches of
+        # ``onnx_batch_size``, so short texts of different requests share little padding.
+        return Predictions(softmax(self.runtime.logits(list(texts), batch_size=self.onnx_batch_size)))
+
+    def active_providers(self) -> list[str]:
+        return list(self.runtime.session.get_providers())
+
+
+ServedRuntime = StudentModel | TeacherModel
+
+
+def load_model(
+    root: Path, expected: Kind, *, threads: int | None, providers: Sequence[str], verify_checksums: bool,
+    teacher_onnx_batch_size: int,
+) -> ServedRuntime:
+    """Load one model folder; raise ModelFormatError naming the file if it is missing or damaged."""
+    kind = read_manifest_kind(root)
+    if kind != expected:
+        raise ModelFormatError(root / "manifest.json", f"is a {kind} model, but was given as a {expected}")
+    if expected == "student":
+        return StudentModel(StudentRuntime.load(root, threads, providers, verify_checksums))
+    teacher = TeacherRuntime.load(root, threads=threads, providers=providers, verify_checksums=verify_checksums)
+    return TeacherModel(teacher, teacher_onnx_batch_size)

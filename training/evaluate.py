@@ -1,0 +1,162 @@
+"""The accuracy report of a run: teacher, DAN from scratch, DAN KD, DAN KD+FT and fastText, same texts.
+
+Test sets here are small (385 MR sentences), so every accuracy comes with a 95% Wilson score interval.
+The exported student (featurizer + shards + ONNX head, no torch) is scored too, and its probabilities
+are compared with the PyTorch student's on the same texts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.model_format import atomic_write_bytes, atomic_write_json
+from service.student_runtime import StudentRuntime
+from training.config import RunConfig
+from training.fasttext_baseline import train_fasttext
+from training.pipeline import _labeled_bags, _student_dir, final_student_name, load_student
+from training.student import predict_logits
+
+Z95 = 1.959964
+
+
+def wilson(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+    if total == 0:
+        return (0.0, 0.0)
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str, Any]:
+    return {
+        "dev_acc": round(dev_acc, 4),
+        "test_acc": round(test_acc, 4),
+        "dev_ci95": [round(x, 4) for x in wilson(round(dev_acc * n_dev), n_dev)],
+        "test_ci95": [round(x, 4) for x in wilson(round(test_acc * n_test), n_test)],
+    }
+
+
+def _student_scores(config: RunConfig, name: str, splits: dict[str, Any]) -> dict[str, float] | None:
+    if not (_student_dir(config) / f"{name}-best.pt").is_file():
+        return None
+    model = load_student(config, name)
+    return {
+        f"{split}_acc": float((predict_logits(model, bags).argmax(1) == labels).mean())
+        for split, (bags, labels) in splits.items()
+    }
+
+
+def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndarray) -> dict[str, Any]:
+    runtime = StudentRuntime.load(config.student_dir)
+    probs = runtime.predict(texts).probabilities
+    model = load_student(config, final_student_name(config))
+    bags, _ = _labeled_bags(config, "test")
+    torch_probs = torch.softmax(torch.from_numpy(predict_logits(model, bags)), dim=-1).numpy()
+    return {
+        "test_acc": round(float((probs.argmax(1) == labels).mean()), 4),
+        "max_abs_prob_diff_vs_torch": float(np.abs(probs - torch_probs).max()),
+        "dtype": runtime.manifest.shard_dtype,
+    }
+
+
+def evaluate_run(config: RunConfig) -> dict[str, Any]:
+    from training.data import load_split
+
+    torch.set_num_threads(config.distill.threads or torch.get_num_threads())
+    dev, test = load_split(config.run_dir, "dev"), load_split(config.run_dir, "test")
+    n_dev, n_test = len(dev), len(test)
+    splits = {s: _labeled_bags(config, s) for s in ("dev", "test")}
+    results: dict[str, Any] = {}
+
+    teacher = json.loads((config.run_dir / "teacher" / "metrics.json").read_text())
+    results["teacher"] = scored(teacher["dev_acc"], teacher["test_acc"], n_dev, n_test)
+    for key, name in (("dan_scratch", "scratch"), ("dan_kd", "kd"), ("dan_kd_ft", "ft")):
+        acc = _student_scores(config, name, splits)
+        if acc is not None:
+            results[key] = scored(acc["dev_acc"], acc["test_acc"], n_dev, n_test)
+    if config.evaluate.fasttext:
+        train = load_split(config.run_dir, "train")
+        ft = train_fasttext(
+            (train.texts, train.labels), (dev.texts, dev.labels), (test.texts, test.labels),
+            config.vocab.featurizer_settings(), seed=config.seed,
+        )
+        results["fasttext"] = {**scored(ft.dev_acc, ft.test_acc, n_dev, n_test), "params": ft.params}
+
+    final_key = "dan_kd_ft" if config.finetune.enabled else "dan_kd"
+    teacher_test = results["teacher"]["test_acc"]
+    results["retention"] = round(results[final_key]["test_acc"] / teacher_test, 4) if teacher_test else None
+    results["final_student"] = final_key
+    results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
+    results["meta"] = {
+        "config": config.source_path or config.name,
+        "command": " ".join(["python -m training", *sys.argv[1:]]) if sys.argv else "",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "n_dev": n_dev,
+        "n_test": n_test,
+        "corpus_texts": json.loads((config.run_dir / "features" / "done.json").read_text()).get("texts"),
+    }
+    report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
+    atomic_write_json(report.with_suffix(".json"), results)
+    atomic_write_bytes(report.with_suffix(".md"), render_markdown(results).encode("utf-8"))
+    atomic_write_json(config.run_dir / "eval" / "results.json", results)
+    print(render_markdown(results))
+    return results
+
+
+ROWS = (
+    ("teacher", "Teacher (fine-tuned transformer)"),
+    ("dan_scratch", "DAN from scratch"),
+    ("dan_kd", "DAN KD"),
+    ("dan_kd_ft", "DAN KD+FT"),
+    ("fasttext", "fastText (tuned on dev)"),
+)
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"# Accuracy: {meta['config']}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}  ",
+        f"Date: {meta['date']}  ",
+        f"Dev {meta['n_dev']} texts, test {meta['n_test']} texts, transfer corpus {meta['corpus_texts']} texts.",
+        "",
+        "| system | dev acc | dev 95% CI | test acc | test 95% CI |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in ROWS:
+        if key in results:
+            r = results[key]
+            lines.append(
+                f"| {label} | {r['dev_acc']:.4f} | {r['dev_ci95'][0]:.3f}-{r['dev_ci95'][1]:.3f} "
+                f"| {r['test_acc']:.4f} | {r['test_ci95'][0]:.3f}-{r['test_ci95'][1]:.3f} |"
+            )
+    final = results[results["final_student"]]["test_acc"]
+    lines += ["", f"Retention ({results['final_student']} test / teacher test): {results['retention']}"]
+    for key in ("dan_scratch", "fasttext"):
+        if key in results:
+            gain = 100 * (final - results[key]["test_acc"])
+            lines.append(f"{results['final_student']} - {key} (test): {gain:+.1f} points")
+    exp = results["exported_student"]
+    lines += [
+        "",
+        f"Exported student ({exp['dtype']} shards, ONNX head, no torch): test acc {exp['test_acc']:.4f}, "
+        f"max |p - p_torch| = {exp['max_abs_prob_diff_vs_torch']:.2e}",
+        "",
+    ]
+    if "fasttext" in results:
+        lines.append(f"fastText hyper-parameters chosen on dev: {results['fasttext']['params']}")
+    return "\n".join(lines) + "\n"

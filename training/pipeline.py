@@ -1,0 +1,275 @@
+"""The run: every step of Sparse Distillation in order, each skipped when its output is already done.
+
+    data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export -> evaluate
+
+Steps talk only through files under ``run_dir`` (see each module's docstring) and ``models/``.
+Each step records what it was made from; a step whose inputs or settings changed is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.model_format import atomic_write_json
+from training.config import RunConfig
+from training.distill import BagSource, TrainResult, TrainSpec, accuracy, train_student
+from training.export import export_student
+from training.features import featurize_corpus, open_features
+from training.student import DAN, Bags, featurize_bags
+from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
+
+
+def fingerprint(*parts: Any) -> str:
+    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)  # type: ignore[arg-type]
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _done(folder: Path, key: str) -> bool:
+    path = folder / "done.json"
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("fingerprint") == key)
+    except json.JSONDecodeError:
+        return False
+
+
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+def step_data(config: RunConfig) -> None:
+    from training.data import prepare_data
+
+    prepare_data(config)
+
+
+def step_teacher(config: RunConfig) -> None:
+    from training.teacher import finetune_teacher
+
+    finetune_teacher(config)
+
+
+def step_teacher_export(config: RunConfig) -> None:
+    from training.teacher_export import export_teacher
+
+    export_teacher(config)
+
+
+def step_label(config: RunConfig) -> None:
+    from training.labeling import label_corpus
+
+    label_corpus(config)
+
+
+def vocab_key(config: RunConfig) -> str:
+    return fingerprint(config.vocab, config.data)
+
+
+def step_vocab(config: RunConfig) -> None:
+    from training.data import count_corpus, iter_corpus
+
+    folder = config.run_dir / "vocab"
+    key = vocab_key(config)
+    if _done(folder, key):
+        return
+    total = count_corpus(config.run_dir)
+    settings = config.vocab.featurizer_settings()
+    vocab = build_vocab_from_chunks(
+        lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts),
+        settings,
+        config.vocab.size,
+        folder,
+        config.vocab.partitions,
+        config.vocab.memory_mb,
+        total,
+    )
+    by_n = np.bincount([g.count(" ") + 1 for g in vocab.ngrams], minlength=settings.ngram_max + 1)
+    atomic_write_json(
+        folder / "done.json",
+        {"fingerprint": key, "size": len(vocab.ngrams), "words": len(vocab.words),
+         "by_n": {str(n): int(by_n[n]) for n in range(1, settings.ngram_max + 1)},
+         "min_count": int(vocab.counts[-1]) if len(vocab.counts) else 0},
+    )
+
+
+def step_features(config: RunConfig) -> None:
+    from training.data import count_corpus, iter_corpus
+
+    folder = config.run_dir / "features"
+    key = vocab_key(config)
+    if _done(folder, key):
+        return
+    featurizer = load_vocab_featurizer(config.run_dir / "vocab", config.vocab.featurizer_settings())
+    featurize_corpus(
+        featurizer, iter_corpus(config.run_dir, config.vocab.chunk_texts), folder, count_corpus(config.run_dir)
+    )
+    info = json.loads((folder / "done.json").read_text())
+    atomic_write_json(folder / "done.json", {**info, "fingerprint": key})
+
+
+def _labeled_bags(config: RunConfig, split: str) -> tuple[Bags, np.ndarray]:
+    from training.data import load_split
+
+    data = load_split(config.run_dir, split)
+    featurizer = load_vocab_featurizer(config.run_dir / "vocab", config.vocab.featurizer_settings())
+    return featurize_bags(featurizer, data.texts), np.asarray(data.labels, dtype=np.int64)
+
+
+def new_student(config: RunConfig) -> DAN:
+    from training.data import load_label_names
+
+    vocab_size = int(json.loads((config.run_dir / "vocab" / "done.json").read_text())["size"])
+    torch.manual_seed(config.seed)
+    s = config.student
+    return DAN(vocab_size, s.embedding_dim, s.hidden_dim, len(load_label_names(config.run_dir)), s.dropout)
+
+
+def _student_dir(config: RunConfig) -> Path:
+    return config.run_dir / "student"
+
+
+def step_kd(config: RunConfig) -> TrainResult:
+    from training.labeling import load_teacher_logits
+
+    _set_threads(config.distill.threads)
+    store = open_features(config.run_dir / "features")
+    logits = load_teacher_logits(config.run_dir).astype(np.float32)
+    dev_bags, dev_labels = _labeled_bags(config, "dev")
+    model = new_student(config)
+    d = config.distill
+    spec = TrainSpec(
+        mode="kd", epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, betas=d.betas, weight_decay=d.weight_decay,
+        warmup_ratio=d.warmup_ratio, temperature=d.temperature, feature_dropout=config.student.feature_dropout,
+        seed=config.seed, checkpoint_every=d.checkpoint_every,
+    )
+    return train_student(model, spec, BagSource(store.rows, store.offsets, logits), dev_bags, dev_labels,
+                         _student_dir(config), "kd")
+
+
+def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec) -> TrainResult:
+    _set_threads(config.distill.threads)
+    train_bags, train_labels = _labeled_bags(config, "train")
+    dev_bags, dev_labels = _labeled_bags(config, "dev")
+    model = new_student(config)
+    if init is not None:
+        model.load_state_dict(torch.load(_student_dir(config) / f"{init}-best.pt", weights_only=True))
+    return train_student(model, spec, BagSource.from_bags(train_bags, train_labels), dev_bags, dev_labels,
+                         _student_dir(config), name)
+
+
+def step_ft(config: RunConfig) -> TrainResult | None:
+    f = config.finetune
+    if not f.enabled:
+        return None
+    spec = TrainSpec(mode="ft", epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, betas=config.distill.betas,
+                     warmup_ratio=f.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed)
+    return _train_labeled(config, "ft", "kd", spec)
+
+
+def step_scratch(config: RunConfig) -> TrainResult | None:
+    s = config.scratch
+    if not s.enabled:
+        return None
+    spec = TrainSpec(mode="scratch", epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, betas=config.distill.betas,
+                     warmup_ratio=s.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed)
+    return _train_labeled(config, "scratch", None, spec)
+
+
+def final_student_name(config: RunConfig) -> str:
+    return "ft" if config.finetune.enabled else "kd"
+
+
+def load_student(config: RunConfig, name: str) -> DAN:
+    model = new_student(config)
+    model.load_state_dict(torch.load(_student_dir(config) / f"{name}-best.pt", weights_only=True))
+    return model.eval()
+
+
+def student_accuracies(config: RunConfig, model: DAN) -> dict[str, float]:
+    out = {}
+    for split in ("dev", "test"):
+        bags, labels = _labeled_bags(config, split)
+        out[f"{split}_acc"] = accuracy(model, bags, labels)
+    return out
+
+
+def step_export(config: RunConfig) -> None:
+    from training.data import load_label_names
+
+    name = final_student_name(config)
+    model = load_student(config, name)
+    teacher_metrics_path = config.run_dir / "teacher" / "metrics.json"
+    teacher_metrics = json.loads(teacher_metrics_path.read_text()) if teacher_metrics_path.is_file() else {}
+    metrics = {
+        "student": {"stage": name, **student_accuracies(config, model)},
+        "teacher": {k: teacher_metrics.get(k) for k in ("dev_acc", "test_acc")},
+    }
+    e = config.export
+    export_student(
+        model, name=config.name, labels=load_label_names(config.run_dir), settings=config.vocab.featurizer_settings(),
+        vocab_dir=config.run_dir / "vocab", out_dir=config.student_dir, dtype=e.dtype, prune_top_k=e.prune_top_k,
+        shard_rows=e.shard_rows, metrics=metrics, config=config.to_dict(),
+    )
+
+
+def step_evaluate(config: RunConfig) -> None:
+    from training.evaluate import evaluate_run
+
+    evaluate_run(config)
+
+
+STEPS: dict[str, Callable[[RunConfig], object]] = {
+    "data": step_data,
+    "teacher": step_teacher,
+    "teacher-export": step_teacher_export,
+    "label": step_label,
+    "vocab": step_vocab,
+    "features": step_features,
+    "kd": step_kd,
+    "ft": step_ft,
+    "scratch": step_scratch,
+    "export": step_export,
+    "evaluate": step_evaluate,
+}
+
+
+def peak_rss_gib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
+    """Run the named steps in pipeline order; record wall time and peak memory in run_dir/run.json."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = config.run_dir / "run.json"
+    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    for name in [s for s in STEPS if s in steps]:
+        print(f"== step {name}", flush=True)
+        started = time.perf_counter()
+        STEPS[name](config)
+        seconds = time.perf_counter() - started
+        # Every invocation is kept: a skipped step shows as a short one, a real one as its real time.
+        log.setdefault("history", []).append(
+            {"step": name, "wall_s": round(seconds, 2), "peak_rss_gib": round(peak_rss_gib(), 3),
+             "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        atomic_write_json(log_path, log)
+    return log
