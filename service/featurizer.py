@@ -57,9 +57,11 @@ class FeaturizerSettings:
                 f"n-gram range must satisfy 1 <= min <= max, got ({self.ngram_min}, {self.ngram_max})"
             )
         try:
-            re.compile(self.token_pattern)
+            compiled = re.compile(self.token_pattern)
         except re.error as exc:
             raise FeaturizerError(f"invalid token pattern {self.token_pattern!r}: {exc}") from exc
+        if compiled.groups > 1:  # findall would return tuples, not tokens (scikit-learn refuses it too)
+            raise FeaturizerError(f"token pattern {self.token_pattern!r} has more than 1 capturing group")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +126,7 @@ class NgramOccurrences:
     def offsets(self) -> IntArray:
         """Start of each text's occurrences in ``rows`` (EmbeddingBag-style offsets)."""
         counts = self.found
-        return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        return np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)  # none for no text
 
 
 def batch_ngram_columns(

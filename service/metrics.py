@@ -6,7 +6,14 @@ worker, or run one worker per container (the usual deployment).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -17,12 +24,14 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 class ServiceMetrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
             "sd_http_requests", "HTTP requests answered, by route template and status", ["route", "method", "status"],
             registry=r,
         )
+        self.in_flight = Gauge("sd_http_requests_in_flight", "HTTP requests being answered now", registry=r)
         self.request_seconds = Histogram(
             "sd_http_request_seconds", "Time from request start to response start", ["route"],
             buckets=_LATENCY_BUCKETS, registry=r,

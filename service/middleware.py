@@ -51,6 +51,7 @@ class ServiceMiddleware:
                 self.metrics.request_seconds.labels(_route_of(scope)).observe(time.perf_counter() - started)
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             app_receive = receive
             if scope["method"] in _BODY_METHODS:
@@ -65,6 +66,7 @@ class ServiceMiddleware:
             if not response_started:
                 await _send_error(send_timed, internal_error())
         finally:
+            self.metrics.in_flight.dec()
             self.metrics.requests.labels(_route_of(scope), scope["method"], str(status)).inc()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:

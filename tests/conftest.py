@@ -6,6 +6,7 @@ Session-scoped fixtures are shared by every test: treat what they return as read
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,18 @@ def mr_small(mr_task: TaskData) -> TaskData:
 def mr_corpus_small(mr_cache: Path) -> list[str]:
     """The first 3,000 lines of the full reviews: a small unlabeled in-domain corpus."""
     return mr_review_lines(mr_cache)[:3000]
+
+
+# --- Torch threads ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread() -> Iterator[None]:
+    """Run torch on one thread for the module, then restore. Tiny models gain nothing from threads, and
+    on a busy shared machine torch's spinning worker threads make small steps tens of times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

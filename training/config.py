@@ -34,6 +34,11 @@ class DataConfig:
     mr_reviews: bool = True
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
     max_corpus_texts: int = 0
+    # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
+    # The teacher labels them like any text, which gives the student phrase-level supervision
+    # (SST's phrase labels, obtained from the teacher) when the unlabeled corpus is small.
+    augment_windows: int = 0
+    augment_min_words: int = 3
 
 
 @dataclass
@@ -131,6 +136,9 @@ class RunConfig:
     seed: int = 13
     workdir: str = ""  # "" = runs/<name>
     models_dir: str = "models"
+    # Another run folder whose data, teacher and teacher labels this run uses as they are (e.g. the
+    # paper-scale student reuses the demo run's teacher labels instead of labeling the corpus again).
+    reuse_teacher_run: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)

@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -447,16 +448,39 @@ def _corpus_sources(config: DataConfig) -> Iterator[tuple[str, Iterable[str]]]:
         yield f"file:{name}", iter_unlabeled(Path(name))
 
 
-def _write_corpus(path: Path, config: DataConfig, task: TaskData) -> dict[str, int]:
+def word_windows(text: str, count: int, min_words: int, rng: random.Random) -> list[str]:
+    """``count`` random contiguous word windows of ``text``, each shorter than the text itself."""
+    words = text.split(" ")
+    if count <= 0 or len(words) <= min_words:
+        return []
+    out = []
+    for _ in range(count):
+        length = rng.randint(min_words, len(words) - 1)
+        start = rng.randint(0, len(words) - length)
+        out.append(" ".join(words[start : start + length]))
+    return out
+
+
+def _with_windows(texts: Iterable[str], config: DataConfig, rng: random.Random) -> Iterator[tuple[str, str]]:
+    for text in texts:
+        yield "", text
+        for window in word_windows(text, config.augment_windows, config.augment_min_words, rng):
+            yield "augmented_windows", window
+
+
+def _write_corpus(path: Path, config: DataConfig, task: TaskData, seed: int = 0) -> dict[str, int]:
     builder = _CorpusBuilder([*task.dev.texts, *task.test.texts], config.max_corpus_texts)
+    rng = random.Random(seed)
 
     def stream() -> Iterator[str]:
-        yield from builder.lines("train_texts", task.train.texts, always=True)
-        for source, texts in _corpus_sources(config):
+        sources: list[tuple[str, Iterable[str]]] = [("train_texts", task.train.texts), *_corpus_sources(config)]
+        for source, texts in sources:
             if builder.full:
                 builder.counts["truncated"] = 1
                 break
-            yield from builder.lines(source, texts)
+            always = source == "train_texts"
+            for kind, text in _with_windows(texts, config, rng):
+                yield from builder.lines(kind or source, [text], always=always and not kind)
 
     lines = tqdm(stream(), desc="corpus", unit=" texts", mininterval=1.0, disable=None)
     total = _write_atomic(path, lines)
@@ -508,7 +532,7 @@ def prepare_data(config: RunConfig) -> Path:
             "texts": len(data),
             "per_label": {n: per_label[i] for i, n in enumerate(task.label_names)},
         }
-    stats["corpus"] = _write_corpus(out / "corpus.txt", config.data, task)
+    stats["corpus"] = _write_corpus(out / "corpus.txt", config.data, task, config.seed)
     _write_json(out / "stats.json", stats)
     _write_json(done, marker)
     return out

@@ -109,13 +109,19 @@ def train_student(
     dev_labels: np.ndarray,
     ckpt_dir: Path,
     name: str,
+    inputs_key: str = "",
 ) -> TrainResult:
-    """Train ``model`` in place and leave it holding the best dev epoch's weights."""
+    """Train ``model`` in place and leave it holding the best dev epoch's weights.
+
+    A finished run or a checkpoint is reused only when both the spec and ``inputs_key`` (a fingerprint
+    of the data, vocabulary, targets and initial weights the caller trains on) are the same.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / f"{name}-last.pt", ckpt_dir / f"{name}-best.pt"
     done_path = ckpt_dir / f"{name}-done.json"
     spec_dict = asdict(spec)
     spec_dict["betas"] = list(spec.betas)
+    spec_dict["inputs_key"] = inputs_key
     if done_path.is_file() and best_path.is_file():
         done = json.loads(done_path.read_text())
         if done.get("spec") == spec_dict:

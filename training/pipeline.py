@@ -143,6 +143,21 @@ def _student_dir(config: RunConfig) -> Path:
     return config.run_dir / "student"
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+def student_inputs_key(config: RunConfig, name: str) -> str:
+    """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels,
+    for FT the distilled weights it starts from."""
+    base = [vocab_key(config), config.student, config.seed]
+    if name == "kd":
+        base.append(_read(config.run_dir / "labels" / "done.json"))
+    if name == "ft":
+        base.append(_read(_student_dir(config) / "kd-done.json"))
+    return fingerprint(*base)
+
+
 def step_kd(config: RunConfig) -> TrainResult:
     from training.labeling import load_teacher_logits
 
@@ -158,7 +173,7 @@ def step_kd(config: RunConfig) -> TrainResult:
         seed=config.seed, checkpoint_every=d.checkpoint_every,
     )
     return train_student(model, spec, BagSource(store.rows, store.offsets, logits), dev_bags, dev_labels,
-                         _student_dir(config), "kd")
+                         _student_dir(config), "kd", student_inputs_key(config, "kd"))
 
 
 def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec) -> TrainResult:
@@ -169,7 +184,7 @@ def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSp
     if init is not None:
         model.load_state_dict(torch.load(_student_dir(config) / f"{init}-best.pt", weights_only=True))
     return train_student(model, spec, BagSource.from_bags(train_bags, train_labels), dev_bags, dev_labels,
-                         _student_dir(config), name)
+                         _student_dir(config), name, student_inputs_key(config, name))
 
 
 def step_ft(config: RunConfig) -> TrainResult | None:
@@ -253,6 +268,23 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+TEACHER_STEPS = ("data", "teacher", "teacher-export", "label")
+SHARED_FOLDERS = ("data", "teacher", "labels")
+
+
+def link_teacher_run(config: RunConfig) -> None:
+    """Point this run's data, teacher and labels folders at another run's (``reuse_teacher_run``)."""
+    source = Path(config.reuse_teacher_run).resolve()
+    for folder in SHARED_FOLDERS:
+        target = source / folder
+        if not (target / "done.json").is_file() and not (target / "metrics.json").is_file():
+            raise RuntimeError(f"{target}: not finished; run that config's steps up to 'label' first")
+        link = config.run_dir / folder
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+
+
 def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
     """Run the named steps in pipeline order; record wall time and peak memory in run_dir/run.json."""
     unknown = [s for s in steps if s not in STEPS]
@@ -261,7 +293,12 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
     config.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.run_dir / "run.json"
     log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    if config.reuse_teacher_run:
+        link_teacher_run(config)
     for name in [s for s in STEPS if s in steps]:
+        if config.reuse_teacher_run and name in TEACHER_STEPS:
+            print(f"== step {name}: reused from {config.reuse_teacher_run}", flush=True)
+            continue
         print(f"== step {name}", flush=True)
         started = time.perf_counter()
         STEPS[name](config)

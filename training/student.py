@@ -74,7 +74,7 @@ def select_bags(rows: np.ndarray, offsets: np.ndarray, index: npt.NDArray[np.int
     """Bags of the texts ``index`` out of a flat store (``offsets`` has one more entry than texts)."""
     starts = offsets[index].astype(np.int64)
     lengths = offsets[index + 1].astype(np.int64) - starts
-    new_offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    new_offsets = np.concatenate(([0], np.cumsum(lengths)))[:-1].astype(np.int64)  # none for no text
     total = int(lengths.sum())
     # positions = start of each bag repeated, plus the rank inside the bag: no per-text loop.
     within = np.arange(total, dtype=np.int64) - np.repeat(new_offsets, lengths)

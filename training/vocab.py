@@ -183,19 +183,19 @@ def recover_strings(
     order = np.argsort(keys)
     sorted_keys = keys[order]
     found: list[str | None] = [None] * keys.size
+    resolved = np.zeros(keys.size, dtype=bool)  # by position in sorted_keys
     missing = keys.size
     with tqdm(total=total_texts, desc="n-gram strings", unit="text") as bar:
         for texts in chunks:
             ng = chunk_ngrams(texts, tokenize, settings)
             uniq, first = np.unique(ng.keys, return_index=True)
             pos = np.minimum(np.searchsorted(sorted_keys, uniq), max(sorted_keys.size - 1, 0))
-            hit = np.flatnonzero(sorted_keys[pos] == uniq)
-            for h in hit:  # one Python step per distinct selected n-gram, each resolved once overall
-                slot = int(order[pos[h]])
-                if found[slot] is None:
-                    start, n = int(ng.starts[first[h]]), int(ng.lengths[first[h]])
-                    found[slot] = " ".join(ng.tokens[start : start + n])
-                    missing -= 1
+            hit = np.flatnonzero((sorted_keys[pos] == uniq) & ~resolved[pos])
+            resolved[pos[hit]] = True
+            for h in hit:  # one Python step per selected n-gram, each resolved once over the whole pass
+                start, n = int(ng.starts[first[h]]), int(ng.lengths[first[h]])
+                found[int(order[pos[h]])] = " ".join(ng.tokens[start : start + n])
+            missing -= hit.size
             bar.update(len(texts))
             if missing == 0:
                 break

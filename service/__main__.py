@@ -1,0 +1,50 @@
+"""``python -m service``: start the HTTP service (``--help`` lists every setting).
+
+Settings come from flags and ``SD_*`` environment variables (flags win). With one worker the app is
+built here and handed to uvicorn; with several, uvicorn starts worker processes that rebuild the same
+settings from the environment this function exports (each maps the same shard files, so the pages
+of the embedding table are shared between them).
+
+On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (up to
+``graceful_timeout_s``), then runs the lifespan shutdown, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.settings import settings_from_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = settings_from_cli(sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.workers > 1:
+        os.environ.update(settings.to_env())
+    uvicorn.run(
+        create_app(settings) if settings.workers == 1 else "service.app:create_app_from_env",
+        factory=settings.workers > 1,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        access_log=settings.log_level == "debug",  # the metrics count every request already
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

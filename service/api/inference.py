@@ -1,0 +1,93 @@
+"""What the inference routes share: run texts through a model's batcher, shape the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from fastapi import Request, Response
+
+from service.errors import ClientClosed
+from service.registry import ServedModel
+from service.runtimes import Predictions
+
+from .schemas import StudentPrediction, TeacherPrediction
+
+QUEUE_TIME_HEADER = "x-queue-time-ms"
+INFERENCE_TIME_HEADER = "x-inference-time-ms"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timed:
+    predictions: Predictions
+    queue_ms: float
+    inference_ms: float
+    wall_ms: float  # submit to answer, as the route saw it
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the server reports the client's disconnect (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (its queued texts are then skipped)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise ClientClosed("the client closed the connection before the answer was ready")
+
+
+async def run_model(model: ServedModel, texts: list[str]) -> Timed:
+    started = time.perf_counter()
+    answer = await model.batcher.submit(texts)
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    return Timed(answer.output, answer.queue_ms, answer.inference_ms, wall_ms)
+
+
+def set_timing(response: Response, queue_ms: float, inference_ms: float) -> None:
+    response.headers[QUEUE_TIME_HEADER] = f"{queue_ms:.3f}"
+    response.headers[INFERENCE_TIME_HEADER] = f"{inference_ms:.3f}"
+
+
+def teacher_results(predictions: Predictions, labels: list[str]) -> list[TeacherPrediction]:
+    probs = predictions.probabilities
+    best = np.argmax(probs, axis=1)
+    return [
+        TeacherPrediction(
+            label=labels[int(b)],
+            score=float(row[b]),
+            scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+        )
+        for row, b in zip(probs, best, strict=True)
+    ]
+
+
+def student_results(predictions: Predictions, labels: list[str]) -> list[StudentPrediction]:
+    coverage = predictions.coverage if predictions.coverage is not None else np.zeros(len(predictions))
+    found = predictions.ngrams_found if predictions.ngrams_found is not None else np.zeros(len(predictions))
+    return [
+        StudentPrediction(**base.model_dump(), coverage=float(c), ngrams_found=int(n))
+        for base, c, n in zip(teacher_results(predictions, labels), coverage, found, strict=True)
+    ]

@@ -1,0 +1,78 @@
+"""POST /v1/classify (student), /v1/teacher/classify and /v1/compare."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+
+from service.api.deps import RegistryDep, SettingsDep, check_limits
+from service.api.inference import run_model, set_timing, student_results, teacher_results, until_client_leaves
+from service.api.responses import INFERENCE_ERRORS
+from service.api.schemas import (
+    ClassifyRequest,
+    CompareItem,
+    CompareRequest,
+    CompareResponse,
+    RouteLatency,
+    StudentClassifyResponse,
+    TeacherClassifyResponse,
+)
+from service.errors import InvalidInput
+
+router = APIRouter(prefix="/v1", tags=["v1"], responses=INFERENCE_ERRORS)
+
+
+@router.post("/classify", response_model=StudentClassifyResponse, summary="Classify texts with the student")
+async def classify(
+    body: ClassifyRequest, request: Request, response: Response, registry: RegistryDep, settings: SettingsDep
+) -> StudentClassifyResponse:
+    check_limits(body.texts, settings)
+    model = registry.get("student", body.model)
+    timed = await until_client_leaves(request, run_model(model, body.texts))
+    set_timing(response, timed.queue_ms, timed.inference_ms)
+    return StudentClassifyResponse(model=model.name, results=student_results(timed.predictions, model.labels))
+
+
+@router.post(
+    "/teacher/classify", response_model=TeacherClassifyResponse, summary="Classify texts with the teacher"
+)
+async def classify_teacher(
+    body: ClassifyRequest, request: Request, response: Response, registry: RegistryDep, settings: SettingsDep
+) -> TeacherClassifyResponse:
+    check_limits(body.texts, settings)
+    model = registry.get("teacher", body.model)
+    timed = await until_client_leaves(request, run_model(model, body.texts))
+    set_timing(response, timed.queue_ms, timed.inference_ms)
+    return TeacherClassifyResponse(model=model.name, results=teacher_results(timed.predictions, model.labels))
+
+
+@router.post("/compare", response_model=CompareResponse, summary="Student and teacher on the same texts")
+async def compare(
+    body: CompareRequest, request: Request, response: Response, registry: RegistryDep, settings: SettingsDep
+) -> CompareResponse:
+    """Both models run concurrently; the timing headers give the slower leg's queue and inference time."""
+    check_limits(body.texts, settings)
+    student = registry.get("student", body.student)
+    teacher = registry.get("teacher", body.teacher)
+    if student.labels != teacher.labels:
+        raise InvalidInput(
+            f"student {student.name!r} labels {student.labels} differ from teacher {teacher.name!r} "
+            f"labels {teacher.labels}; they cannot be compared"
+        )
+    s, t = await until_client_leaves(
+        request, asyncio.gather(run_model(student, body.texts), run_model(teacher, body.texts))
+    )
+    set_timing(response, max(s.queue_ms, t.queue_ms), max(s.inference_ms, t.inference_ms))
+    items = [
+        CompareItem(student=sp, teacher=tp, agree=sp.label == tp.label)
+        for sp, tp in zip(student_results(s.predictions, student.labels),
+                          teacher_results(t.predictions, teacher.labels), strict=True)
+    ]
+    return CompareResponse(
+        student_model=student.name,
+        teacher_model=teacher.name,
+        results=items,
+        agreement_rate=sum(i.agree for i in items) / len(items),
+        latency_ms=RouteLatency(student=s.wall_ms, teacher=t.wall_ms),
+    )

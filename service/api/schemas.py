@@ -1,0 +1,111 @@
+"""Request and response bodies of the v1 API (input and output schemas kept apart)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+
+
+def _has_content(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text is empty or only whitespace")
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_has_content)]
+ModelName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+_TEXTS = Field(
+    min_length=1,
+    description="Texts to classify, each non-empty; the server's limits on count and length apply (413).",
+    examples=[["a gripping, beautifully acted film", "dull and far too long"]],
+)
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text] = _TEXTS
+    model: ModelName | None = Field(None, description="Model name; the default model of the route if absent.")
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text] = _TEXTS
+    student: ModelName | None = Field(None, description="Student name; the default student if absent.")
+    teacher: ModelName | None = Field(None, description="Teacher name; the default teacher if absent.")
+
+
+class TeacherPrediction(BaseModel):
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    scores: dict[str, float] = Field(description="Probability of every label.")
+
+
+class StudentPrediction(TeacherPrediction):
+    coverage: float = Field(
+        description="Share of the text's n-grams found in the vocabulary (low coverage: less reliable)."
+    )
+    ngrams_found: int = Field(description="In-vocabulary n-grams of the text, with repeats.")
+
+
+class StudentClassifyResponse(BaseModel):
+    model: str
+    results: list[StudentPrediction]
+
+
+class TeacherClassifyResponse(BaseModel):
+    model: str
+    results: list[TeacherPrediction]
+
+
+class CompareItem(BaseModel):
+    student: StudentPrediction
+    teacher: TeacherPrediction
+    agree: bool = Field(description="Both models chose the same label.")
+
+
+class RouteLatency(BaseModel):
+    student: float
+    teacher: float
+
+
+class CompareResponse(BaseModel):
+    student_model: str
+    teacher_model: str
+    results: list[CompareItem]
+    agreement_rate: float = Field(description="Share of texts on which the two models agree.")
+    latency_ms: RouteLatency = Field(description="Wall time of each route's part (queue + inference).")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: Literal["student", "teacher"]
+    default: bool = Field(description="Answers requests of its kind that name no model.")
+    ready: bool
+    labels: list[str]
+    vocab_size: int | None = None
+    embedding_dim: int | None = None
+    hidden_dim: int | None = None
+    dtype: str | None = None
+    max_length: int | None = None
+    device: str
+    providers: list[str]
+    device_note: str | None = Field(None, description="Why the device differs from the one asked for.")
+    max_batch_size: int
+    metrics: dict[str, Any]
+    created_at: str
+
+
+class ModelsResponse(BaseModel):
+    device_requested: str
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    models: list[str]

@@ -1,0 +1,90 @@
+"""Bodies of the Open Inference Protocol (KServe v2) REST API, as far as this service uses it.
+
+Reference: kserve/kserve docs/predict-api/v2/required_api.md. Tensor data may be flat or nested in
+row-major order; texts travel as a BYTES tensor of JSON strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Parameters = dict[str, StrictStr | StrictInt | StrictFloat | StrictBool]
+
+
+class RequestInput(BaseModel):
+    name: StrictStr
+    shape: Annotated[list[NonNegativeInt], Field(min_length=1, max_length=2)]
+    datatype: StrictStr
+    parameters: Parameters | None = None
+    data: list[Any] = Field(description="The texts, flat or nested row-major; each a JSON string.")
+
+
+class RequestOutput(BaseModel):
+    name: StrictStr
+    parameters: Parameters | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                                "data": ["a gripping film", "dull and far too long"]}],
+                }
+            ]
+        }
+    )
+    id: StrictStr | None = None
+    parameters: Parameters | None = None
+    inputs: Annotated[list[RequestInput], Field(min_length=1)]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[float] | list[str]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(default_factory=list)
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class LiveResponse(BaseModel):
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool

@@ -1,0 +1,73 @@
+"""The app factory. Nothing is created at import time: ``create_app(settings)`` builds an app whose
+lifespan loads the models onto its state, warms them up, and only then reports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from service.api.deps import AppState, require_api_key
+from service.api.routes import classify, health, metrics, models, v2
+from service.devices import DeviceUnavailable
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import ServiceMiddleware
+from service.model_format import ModelFormatError
+from service.registry import ModelRegistry, StartupError
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Sparse Distillation serving: a huge sparse n-gram DAN student distilled from a transformer
+teacher (Ye et al., NAACL 2022), both behind dynamic batchers. v1 JSON routes and the Open Inference
+Protocol (KServe v2). Every error body is `{"error": {"type": ..., "message": ...}}`."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.service
+    try:
+        registry = await asyncio.to_thread(ModelRegistry.load, state.settings, state.metrics)
+    except (ModelFormatError, DeviceUnavailable, StartupError) as exc:
+        logger.error("cannot start: %s", exc)
+        raise
+    try:
+        await registry.start()
+        state.registry = registry
+        await registry.warm_up()
+        logger.info("ready: %s", ", ".join(f"{m.kind} {m.name!r} on {m.device}" for m in registry.models))
+        yield
+    finally:
+        await registry.stop()
+        logger.info("models stopped")
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    app = FastAPI(
+        title="Sparse Distillation service",
+        version=v2.SERVER_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    metrics_ = ServiceMetrics()
+    app.state.service = AppState(settings=settings, metrics=metrics_)
+    install_error_handlers(app)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics_)
+    protected = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(v2.health_router)
+    app.include_router(classify.router, dependencies=protected)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(metrics.router, dependencies=protected)
+    app.include_router(v2.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and worker processes: settings from ``SD_*`` variables."""
+    return create_app(ServiceSettings())

@@ -1,0 +1,145 @@
+"""The loaded models of one process: each a runtime behind its own batcher, found by kind and name.
+
+Loading checks everything that can be checked before the first request (manifests, sizes and
+checksums, the device, duplicate names), so a bad model stops start-up with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.batcher import Batcher
+from service.devices import DevicePlan, DeviceUnavailable, plan_device
+from service.errors import ModelNotFound
+from service.metrics import ServiceMetrics
+from service.runtimes import Kind, ModelFacts, Predictions, ServedRuntime, load_model
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_TEXT = "a warm-up request through the whole path, so the first client does not pay for it"
+
+
+class StartupError(RuntimeError):
+    """The service cannot start with these settings (the message says why)."""
+
+
+@dataclass
+class ServedModel:
+    runtime: ServedRuntime
+    batcher: Batcher[Predictions]
+    device: str  # where it actually runs
+    providers: list[str]  # onnxruntime providers the session really uses
+    device_note: str = ""
+    ready: bool = False
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self.runtime.facts
+
+    @property
+    def name(self) -> str:
+        return self.runtime.facts.name
+
+    @property
+    def kind(self) -> Kind:
+        return self.runtime.kind
+
+    @property
+    def labels(self) -> list[str]:
+        return self.runtime.facts.labels
+
+
+class ModelRegistry:
+    def __init__(self, models: list[ServedModel]) -> None:
+        self.models = models
+        self._by_name = {m.name: m for m in models}
+        if len(self._by_name) != len(models):
+            names = [m.name for m in models]
+            raise StartupError(f"two models share a name: {sorted({n for n in names if names.count(n) > 1})}")
+
+    @classmethod
+    def load(cls, settings: ServiceSettings, metrics: ServiceMetrics) -> ModelRegistry:
+        """Load every model of ``settings`` (blocking: call it off the event loop)."""
+        plan = plan_device(settings.device, settings.allow_cpu_fallback)
+        models = [_load_one(root, "student", settings, plan, metrics) for root in settings.student]
+        models += [_load_one(root, "teacher", settings, plan, metrics) for root in settings.teacher]
+        return cls(models)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(m.ready for m in self.models)
+
+    def get(self, kind: Kind, name: str | None = None) -> ServedModel:
+        """The named model of ``kind``, or the first of that kind; ModelNotFound otherwise."""
+        of_kind = [m for m in self.models if m.kind == kind]
+        if name is None:
+            if not of_kind:
+                raise ModelNotFound(f"no {kind} model is loaded")
+            return of_kind[0]
+        model = self._by_name.get(name)
+        if model is None or model.kind != kind:
+            known = ", ".join(m.name for m in of_kind) or "none"
+            raise ModelNotFound(f"no {kind} model named {name!r} (loaded {kind}s: {known})")
+        return model
+
+    def by_name(self, name: str) -> ServedModel:
+        model = self._by_name.get(name)
+        if model is None:
+            raise ModelNotFound(f"no model named {name!r} (loaded: {', '.join(self._by_name)})")
+        return model
+
+    async def start(self) -> None:
+        for model in self.models:
+            await model.batcher.start()
+
+    async def warm_up(self) -> None:
+        """One request through each model's batcher, thread and runtime; then it is ready."""
+        for model in self.models:
+            started = time.perf_counter()
+            await model.batcher.submit([WARM_UP_TEXT])
+            model.ready = True
+            logger.info("model %r (%s) warmed up in %.1f ms", model.name, model.kind,
+                        (time.perf_counter() - started) * 1000.0)
+
+    async def stop(self) -> None:
+        for model in self.models:
+            model.ready = False
+        await asyncio.gather(*(m.batcher.stop() for m in self.models))
+
+
+def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePlan,
+              metrics: ServiceMetrics) -> ServedModel:
+    started = time.perf_counter()
+    runtime = load_model(
+        root, kind, threads=settings.threads, providers=plan.providers,
+        verify_checksums=settings.verify_checksums, teacher_onnx_batch_size=settings.teacher_onnx_batch_size,
+    )
+    active = runtime.active_providers()
+    device, note = plan.device, plan.note
+    if plan.device == "cuda" and "CUDAExecutionProvider" not in active:
+        # onnxruntime lists CUDA yet silently fell back (e.g. CUDA libraries missing).
+        problem = f"{root}: onnxruntime could not start CUDA for this model (session uses {active})"
+        if not settings.allow_cpu_fallback:
+            raise DeviceUnavailable(problem + "; pass --allow-cpu-fallback to run on the CPU")
+        logger.warning("%s; running on the CPU", problem)
+        device, note = "cpu", f"cuda unavailable, running on cpu: {problem}"
+    name = runtime.facts.name
+    batch_size = settings.max_batch_size if kind == "student" else settings.teacher_max_batch_size
+    batcher: Batcher[Predictions] = Batcher(
+        name,
+        runtime.predict,
+        max_batch_size=batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue_size=settings.max_queue_size,
+        timeout_s=settings.request_timeout_s,
+        retry_after_s=settings.retry_after_s,
+        observer=metrics.for_model(name),
+    )
+    metrics.model_info.labels(name, kind, device).set(1)
+    logger.info("loaded %s %r from %s on %s in %.2f s", kind, name, root, device, time.perf_counter() - started)
+    return ServedModel(runtime, batcher, device, active, note)

@@ -1,0 +1,113 @@
+"""The service's one settings object: environment variables ``SD_*`` and command-line flags.
+
+Built once in ``main()`` (or by a test) and passed to ``create_app(settings)``; nothing below reads
+``os.environ``. Command-line flags win over environment variables, which win over the defaults.
+List settings take repeated flags (``--student a --student b``) or a comma-separated value
+(``SD_STUDENT=a,b``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SD_"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        cli_prog_name="python -m service",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="forbid",
+    )
+
+    # --- models ---------------------------------------------------------------------------------
+    student: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="exported student folder(s); the first is the default student"
+    )
+    teacher: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="exported teacher folder(s); the first is the default teacher"
+    )
+    verify_checksums: bool = Field(default=True, description="check every model file's sha256 at start")
+
+    # --- server ---------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to bind (0 = any free port)")
+    workers: int = Field(default=1, ge=1, le=64, description="server processes (each maps the same shards)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    graceful_timeout_s: int = Field(
+        default=30, ge=1, description="on SIGTERM, how long in-flight requests may take before they are cut"
+    )
+
+    # --- dynamic batching -------------------------------------------------------------------------
+    max_batch_size: int = Field(default=256, ge=1, description="student: most texts in one runtime call")
+    teacher_max_batch_size: int = Field(
+        default=64, ge=1, description="teacher: most texts in one runtime call (the runtime sorts them by length)"
+    )
+    teacher_onnx_batch_size: int = Field(default=16, ge=1, description="teacher: rows per ONNX run within a call")
+    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000, description="how long a batch waits to fill up")
+    max_queue_size: int = Field(default=256, ge=1, description="requests waiting per model before 503")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="a request not answered by then gets 504")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After sent with a 503")
+
+    # --- request limits -------------------------------------------------------------------------
+    max_texts_per_request: int = Field(default=64, ge=1, description="more texts in one request: 413")
+    max_chars_per_text: int = Field(default=20_000, ge=1, description="a longer text: 413")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="a larger request body: 413")
+
+    # --- device ---------------------------------------------------------------------------------
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where ONNX runs")
+    allow_cpu_fallback: bool = Field(default=False, description="device=cuda without CUDA: run on CPU, not fail")
+    threads: int | None = Field(default=None, ge=1, description="intra-op threads per ONNX session (default: all)")
+
+    # --- security -------------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None, description="if set, every route but health needs 'Authorization: Bearer <key>'"
+    )
+
+    @field_validator("student", "teacher", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if not self.student and not self.teacher:
+            raise ValueError("no model given: pass --student DIR (and optionally --teacher DIR)")
+        if self.teacher_onnx_batch_size > self.teacher_max_batch_size:
+            raise ValueError("teacher_onnx_batch_size cannot exceed teacher_max_batch_size")
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``SD_*`` variables, so worker processes rebuild the same object."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, list):
+                text = ",".join(str(v) for v in value)
+            elif isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
+
+def settings_from_cli(argv: list[str] | None) -> ServiceSettings:
+    """Parse flags (and the environment); ``--help`` prints every setting."""
+    return CliApp.run(ServiceSettings, cli_args=argv)

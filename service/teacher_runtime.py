@@ -1,0 +1,158 @@
+"""The exported teacher with no torch: ``tokenizers`` + onnxruntime (DESIGN.md sections 2 and 3).
+
+A transformer's cost grows with the padded length of its batch, so ``logits`` tokenizes all texts
+once, sorts them by token length, runs batches of similar lengths padded only to each batch's longest
+text, and puts the results back in input order. Padding is built with numpy from the token lists; the
+pad id and truncation length come from the folder's ``tokenizer.json`` and manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from service.model_format import (
+    MANIFEST,
+    TEACHER_ONNX,
+    TEACHER_TOKENIZER_DIR,
+    ModelFormatError,
+    TeacherManifest,
+    load_teacher_manifest,
+    verify_teacher,
+)
+from service.student_runtime import onnx_session, softmax
+
+FloatArray = npt.NDArray[np.float32]
+TOKENIZER_FILE = f"{TEACHER_TOKENIZER_DIR}/tokenizer.json"
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def load_tokenizer(root: Path, max_length: int) -> tuple[Tokenizer, int]:
+    """The folder's tokenizer, truncating at ``max_length`` and not padding (we pad), and its pad id."""
+    path = root / TOKENIZER_FILE
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust side raises a bare Exception for any parse error
+        raise ModelFormatError(path, f"tokenizer cannot be loaded: {exc}") from exc
+    padding = tokenizer.padding
+    if not padding:
+        raise ModelFormatError(path, "tokenizer.json names no padding token")
+    pad_id = int(padding["pad_id"])
+    if not 0 <= pad_id < tokenizer.get_vocab_size():
+        raise ModelFormatError(path, f"pad id {pad_id} is outside the vocabulary")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer, pad_id
+
+
+def pad_batch(encodings: Sequence[Encoding], pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """int64 arrays [batch, longest] for the model's inputs; one numpy scatter per input."""
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    mask = np.arange(int(lengths.max(initial=0)))[None, :] < lengths[:, None]
+    feed: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "attention_mask":
+            feed[name] = mask.astype(np.int64)
+            continue
+        array = np.full(mask.shape, pad_id if name == "input_ids" else 0, dtype=np.int64)
+        rows = [e.ids if name == "input_ids" else e.type_ids for e in encodings]
+        array[mask] = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
+        feed[name] = array
+    return feed
+
+
+class TeacherRuntime:
+    """Loads a teacher folder and turns texts into logits or label probabilities."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: TeacherManifest,
+        tokenizer: Tokenizer,
+        pad_id: int,
+        session: ort.InferenceSession,
+    ) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.pad_id = pad_id
+        self.session = session
+        self.input_names = list(manifest.input_names)
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        verify_checksums: bool = True,
+    ) -> TeacherRuntime:
+        root = Path(root)
+        manifest = load_teacher_manifest(root)
+        unknown = sorted(set(manifest.input_names) - set(_KNOWN_INPUTS))
+        if unknown or "input_ids" not in manifest.input_names:
+            raise ModelFormatError(
+                root / MANIFEST,
+                f"input_names {manifest.input_names}: need input_ids, may have only {list(_KNOWN_INPUTS)}",
+            )
+        if manifest.max_length < 2:
+            raise ModelFormatError(root / MANIFEST, f"max_length {manifest.max_length} is too short")
+        listed = {entry.path for entry in manifest.files}
+        for needed in (TEACHER_ONNX, TOKENIZER_FILE):
+            if needed not in listed:
+                raise ModelFormatError(root / needed, "required file is not listed in the manifest")
+        verify_teacher(root, manifest, checksum=verify_checksums)
+        tokenizer, pad_id = load_tokenizer(root, manifest.max_length)
+        try:
+            session = onnx_session(root / TEACHER_ONNX, threads, providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelFormatError(root / TEACHER_ONNX, f"ONNX model cannot be loaded: {exc}") from exc
+        graph_inputs = sorted(i.name for i in session.get_inputs())
+        if graph_inputs != sorted(manifest.input_names):
+            raise ModelFormatError(root / TEACHER_ONNX, f"inputs {graph_inputs} != manifest {manifest.input_names}")
+        width = session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(manifest.labels):
+            problem = f"{width} logits, the manifest has {len(manifest.labels)} labels"
+            raise ModelFormatError(root / TEACHER_ONNX, problem)
+        return cls(root, manifest, tokenizer, pad_id, session)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels)
+
+    @property
+    def max_length(self) -> int:
+        return self.manifest.max_length
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token ids with the model's special tokens, truncated at ``max_length``."""
+        return self.tokenizer.encode_batch_fast(list(texts))
+
+    def logits(
+        self, texts: Sequence[str], batch_size: int = 32, on_batch: Callable[[int], object] | None = None
+    ) -> FloatArray:
+        """float32 logits [len(texts), labels] in input order; ``on_batch(n)`` after each batch."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.encode(texts)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, order.size, batch_size):
+            idx = order[start : start + batch_size]
+            feed = pad_batch([encodings[i] for i in idx], self.pad_id, self.input_names)
+            (logits,) = self.session.run(["logits"], feed)
+            out[idx] = logits
+            if on_batch is not None:
+                on_batch(idx.size)
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> FloatArray:
+        """Label probabilities [len(texts), labels]."""
+        return softmax(self.logits(texts, batch_size))

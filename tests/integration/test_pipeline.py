@@ -1,0 +1,122 @@
+"""The whole pipeline on a tiny real run: MR texts, a tiny BERT teacher, every step, then a rerun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.student_runtime import StudentRuntime
+from service.teacher_runtime import TeacherRuntime
+from training.config import RunConfig, config_from_dict
+from training.data import TaskData, iter_corpus
+from training.features import open_features
+from training.pipeline import STEPS, run_steps
+from training.tiny_models import make_tiny_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def _write_jsonl(path: Path, texts: list[str], labels: list[int], names: list[str]) -> str:
+    path.write_text("".join(json.dumps({"text": t, "label": names[y]}) + "\n" for t, y in zip(texts, labels)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, mr_small: TaskData, mr_corpus_small: list[str],
+             torch_single_thread: None) -> RunConfig:
+    root = tmp_path_factory.mktemp("pipeline")
+    names = mr_small.label_names
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(mr_corpus_small[:1500]) + "\n")
+    teacher = make_tiny_checkpoint("bert", root / "tiny-bert", mr_small.train.texts + mr_corpus_small[:500])
+    config = config_from_dict(
+        {
+            "name": "tiny-pipeline",
+            "workdir": str(root / "run"),
+            "models_dir": str(root / "models"),
+            "data": {
+                "source": "files",
+                "cache_dir": str(root / "cache"),
+                "train": _write_jsonl(root / "train.jsonl", mr_small.train.texts, mr_small.train.labels, names),
+                "dev": _write_jsonl(root / "dev.jsonl", mr_small.dev.texts, mr_small.dev.labels, names),
+                "test": _write_jsonl(root / "test.jsonl", mr_small.test.texts, mr_small.test.labels, names),
+                "corpus": [str(corpus)],
+                "augment_windows": 1,
+            },
+            "teacher": {"base_model": str(teacher), "epochs": 1, "batch_size": 32, "max_length": 64},
+            "labeling": {"batch_size": 64, "shard_size": 700},
+            "vocab": {"size": 5000, "chunk_texts": 500, "partitions": 4},
+            "student": {"embedding_dim": 16, "hidden_dim": 16},
+            "distill": {"epochs": 2, "batch_size": 64, "lr": 5e-3},
+            "finetune": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
+            "scratch": {"epochs": 2, "batch_size": 32, "lr": 5e-3},
+            "evaluate": {"report": str(root / "reports" / "accuracy-tiny")},
+        },
+        "tiny-pipeline",
+    )
+    run_steps(config, list(STEPS))
+    return config
+
+
+def test_every_step_writes_its_outputs(tiny_run: RunConfig) -> None:
+    report = json.loads(Path(tiny_run.evaluate.report).with_suffix(".json").read_text())
+    for key in ("teacher", "dan_scratch", "dan_kd", "dan_kd_ft", "fasttext"):
+        assert 0.0 <= report[key]["test_acc"] <= 1.0
+        low, high = report[key]["test_ci95"]
+        assert low <= report[key]["test_acc"] <= high
+    assert report["retention"] == pytest.approx(report["dan_kd_ft"]["test_acc"] / report["teacher"]["test_acc"],
+                                                abs=1e-3)
+    # The exported float16 student agrees with the PyTorch student it came from.
+    assert report["exported_student"]["max_abs_prob_diff_vs_torch"] < 5e-3
+    assert Path(tiny_run.evaluate.report).with_suffix(".md").read_text().startswith("# Accuracy")
+
+
+def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:
+    student = StudentRuntime.load(tiny_run.student_dir)
+    teacher = TeacherRuntime.load(tiny_run.teacher_dir)
+    texts = ["a sharp , funny and moving film", "dull and far too long"]
+    assert student.predict(texts).probabilities.shape == (2, 2)
+    assert teacher.predict(texts).shape == (2, 2)
+    assert student.manifest.config["name"] == "tiny-pipeline"
+    assert student.manifest.metrics["student"]["stage"] == "ft"
+
+
+def test_training_and_serving_featurizers_give_identical_ids(tiny_run: RunConfig) -> None:
+    """The rows the student was trained on are the rows the served student computes for the same text."""
+    store = open_features(tiny_run.run_dir / "features")
+    runtime = StudentRuntime.load(tiny_run.student_dir)
+    texts = next(iter_corpus(tiny_run.run_dir, 300))
+    served = runtime.featurizer.rows_per_text(texts)
+    for i, rows in enumerate(served):
+        trained = np.asarray(store.rows[store.offsets[i] : store.offsets[i + 1]])
+        assert sorted(rows.tolist()) == sorted(trained.tolist())
+
+
+def test_rerun_skips_finished_steps(tiny_run: RunConfig) -> None:
+    checkpoints = sorted((tiny_run.run_dir / "student").glob("*-best.pt"))
+    before = {p: p.stat().st_mtime_ns for p in checkpoints}
+    shard_before = {p: p.stat().st_mtime_ns for p in (tiny_run.run_dir / "labels").glob("*.npy")}
+    run_steps(tiny_run, ["data", "teacher", "label", "vocab", "features", "kd", "ft", "scratch"])
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
+    assert {p: p.stat().st_mtime_ns for p in (tiny_run.run_dir / "labels").glob("*.npy")} == shard_before
+    history = json.loads((tiny_run.run_dir / "run.json").read_text())["history"]
+    assert [h["step"] for h in history[-8:]] == ["data", "teacher", "label", "vocab", "features", "kd", "ft", "scratch"]
+
+
+def test_cli_help_lists_every_step() -> None:
+    out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, check=True)
+    for step in STEPS:
+        assert step in out.stdout
+
+
+def test_cli_rejects_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[vocab]\nsise = 3\n')
+    out = subprocess.run([sys.executable, "-m", "training", "vocab", "-c", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "sise" in out.stderr

