@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
 from service.settings import settings_from_cli
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """uvicorn drains, then re-raises the SIGTERM it caught so the default action can run; the drain
+    was clean by then, so the process ends with status 0 rather than "killed by SIGTERM"."""
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.workers > 1:
         os.environ.update(settings.to_env())
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings) if settings.workers == 1 else "service.app:create_app_from_env",
         factory=settings.workers > 1,

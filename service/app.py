@@ -8,6 +8,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -58,14 +60,31 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.service = AppState(settings=settings, metrics=metrics_)
     install_error_handlers(app)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics_)
-    protected = [Depends(require_api_key)]
+    # The key check (and its OpenAPI security scheme) only where a key is set, so the schema says
+    # the truth about each deployment.
+    protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    app.include_router(classify.router, dependencies=protected)
-    app.include_router(models.router, dependencies=protected)
-    app.include_router(metrics.router, dependencies=protected)
-    app.include_router(v2.router)
+    for router in (classify.router, models.router, metrics.router, v2.router):
+        app.include_router(router, dependencies=protected)
+    app.openapi = partial(openapi_with_limits, app, settings)  # type: ignore[method-assign]
     return app
+
+
+def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
+    """The OpenAPI schema with this server's request limits filled in (maxItems, maxLength).
+
+    The limits are settings, not constants, so the request models cannot carry them; exceeding one
+    is answered 413 (see ``check_limits``), which the schema documents.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)  # builds FastAPI's schema and caches it on the app
+    for name in ("ClassifyRequest", "CompareRequest"):
+        texts = schema["components"]["schemas"][name]["properties"]["texts"]
+        texts["maxItems"] = settings.max_texts_per_request
+        texts["items"]["maxLength"] = settings.max_chars_per_text
+    return schema
 
 
 def create_app_from_env() -> FastAPI:

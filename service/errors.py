@@ -199,7 +199,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if cls is None:  # another status raised by the framework: keep it, same body shape
             kind = ErrorType.INTERNAL if exc.status_code >= 500 else ErrorType.INVALID_INPUT
             return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers)
-        return error_response(cls(str(exc.detail)))
+        return error_response(cls(str(exc.detail), dict(exc.headers or {})))  # 405 keeps its Allow header
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

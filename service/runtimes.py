@@ -97,7 +97,7 @@ class TeacherModel:
             labels=list(m.labels),
             metrics=dict(m.metrics),
             created_at=m.created_at,
-            details={"max_length": m.max_length, "base_model": m.base_model, "dtype": "float32"},
+            details={"max_length": m.max_length, "base_model": m.base_model, "dtype": _output_dtype(runtime)},
         )
 
     def predict(self, texts: Sequence[str]) -> Predictions:
@@ -110,6 +110,14 @@ class TeacherModel:
 
 
 ServedRuntime = StudentModel | TeacherModel
+
+_ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def _output_dtype(runtime: TeacherRuntime) -> str:
+    """The element type of the teacher graph's logits, as numpy names it."""
+    onnx_type = str(runtime.session.get_outputs()[0].type)
+    return _ONNX_TYPES.get(onnx_type, onnx_type)
 
 
 def load_model(

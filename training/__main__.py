@@ -84,6 +84,7 @@ for _name, _doc in (
     ("scratch", "Train the same DAN on the labeled set alone (the paper's baseline)."),
     ("export", "Export the student to models/<name> (shards + vocabulary + ONNX head + manifest)."),
     ("evaluate", "Score teacher, DANs and fastText on dev/test; write the accuracy report."),
+    ("cascade", "Calibrate the student->teacher cascade on dev; store it in the manifest; report on test."),
 ):
     _step_command(_name, _doc)
 

@@ -128,6 +128,27 @@ class EvaluateConfig:
     fasttext: bool = True
     # Where the accuracy report goes: <report>.md and <report>.json ("" = reports/accuracy-<name>).
     report: str = ""
+    # Cascade calibration (student first, teacher for the doubtful texts): curve and operating point on
+    # dev, stored in the student's manifest; test scores and throughput in <cascade_report>.{md,json,png}.
+    cascade: bool = True
+    cascade_tolerance: float = 0.005  # operating point: within this of the teacher's dev accuracy
+    cascade_report: str = ""  # "" = reports/cascade-<name>
+
+
+@dataclass
+class RayConfig:
+    """Where and how the ``label`` and ``vocab`` steps run when ``engine = "ray"`` (training/scale/)."""
+
+    # A Ray cluster address ("ray://host:10001" or "host:6379"); "" = Ray's own rule: the RAY_ADDRESS
+    # environment variable when set, else a new single-machine cluster started for the step.
+    address: str = ""
+    # Teacher actors; 0 = one per GPU of the cluster when it has GPUs, else one per cpus_per_worker CPUs.
+    workers: int = 0
+    # CPUs each teacher actor reserves, and its onnxruntime thread budget (on a GPU actor: its feeder).
+    cpus_per_worker: int = 1
+    # How often one labeling shard may be lost with its worker (or a new worker fail to start) before
+    # the step gives up; a shard that kills every worker it meets is a bug, not bad luck.
+    max_retries: int = 3
 
 
 @dataclass
@@ -139,6 +160,10 @@ class RunConfig:
     # Another run folder whose data, teacher and teacher labels this run uses as they are (e.g. the
     # paper-scale student reuses the demo run's teacher labels instead of labeling the corpus again).
     reuse_teacher_run: str = ""
+    # Where the two corpus-sized steps (label, vocab) run: "local" (this process) or "ray" (a Ray
+    # cluster, see [ray]; needs the optional dependency group "ray"). Same outputs either way.
+    engine: Literal["local", "ray"] = "local"
+    ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
@@ -211,6 +236,7 @@ def _check(config: RunConfig, where: str) -> None:
         "distill.temperature": config.distill.temperature,
         "finetune.batch_size": config.finetune.batch_size,
         "export.shard_rows": config.export.shard_rows,
+        "ray.cpus_per_worker": config.ray.cpus_per_worker,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -221,6 +247,13 @@ def _check(config: RunConfig, where: str) -> None:
     }.items():
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: {key} must be in [0, 1), got {value}")
+    for key, value in {"ray.workers": config.ray.workers, "ray.max_retries": config.ray.max_retries}.items():
+        if value < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
+    if config.engine not in ("local", "ray"):
+        raise ConfigError(f"{where}: engine must be 'local' or 'ray', got {config.engine!r}")
+    if config.engine == "ray" and config.labeling.backend != "onnx":
+        raise ConfigError(f"{where}: engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
     if config.data.source == "files" and not (config.data.train and config.data.dev):
         raise ConfigError(f"{where}: data.source = 'files' needs data.train and data.dev")
     if config.data.source not in ("mr", "files"):

@@ -1,6 +1,7 @@
 """The run: every step of Sparse Distillation in order, each skipped when its output is already done.
 
-    data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export -> evaluate
+    data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export
+    -> evaluate -> cascade
 
 Steps talk only through files under ``run_dir`` (see each module's docstring) and ``models/``.
 Each step records what it was made from; a step whose inputs or settings changed is redone.
@@ -248,6 +249,15 @@ def step_evaluate(config: RunConfig) -> None:
     evaluate_run(config)
 
 
+def step_cascade(config: RunConfig) -> None:
+    if not config.evaluate.cascade:
+        return
+    from training.cascade import calibrate_cascade
+
+    calibrate_cascade(config, config.evaluate.cascade_tolerance,
+                      config.evaluate.cascade_report or f"reports/cascade-{config.name}")
+
+
 STEPS: dict[str, Callable[[RunConfig], object]] = {
     "data": step_data,
     "teacher": step_teacher,
@@ -260,6 +270,7 @@ STEPS: dict[str, Callable[[RunConfig], object]] = {
     "scratch": step_scratch,
     "export": step_export,
     "evaluate": step_evaluate,
+    "cascade": step_cascade,
 }
 
 

@@ -124,8 +124,8 @@ def predict_logits(
     max_length: int,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Logits [n, labels] float32 in input order; texts are batched by token length, so each batch
-    pads only to its own longest text (most of the cost of a transformer is in the padding otherwise)."""
+    """Logits [n, labels] float32 in input order. Texts are batched by token length, so each batch pads
+    only to its own longest text: mixed lengths would spend much of the compute on padding."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     out = np.empty((len(texts), len(label_names(model.config))), dtype=np.float32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -85,28 +86,35 @@ def export_onnx(
     tokenizer: PreTrainedTokenizerBase,
     names: list[str],
     path: Path,
-    example_texts: list[str],
+    example_text: str,
 ) -> None:
-    """Trace on a padded batch of two texts of different lengths (so neither axis is specialised
-    to 1 and the padding path is in the graph) and write one self-contained float32 file."""
+    """Export on a padded batch of two texts of different lengths (an example axis of size 1 would be
+    specialised to 1) and write one self-contained float32 file."""
     model.eval()
-    example = tokenizer(example_texts[:2], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    example = tokenizer([example_text, "a"], padding=True, truncation=True, max_length=64, return_tensors="pt")
     args = tuple(example[n] for n in names)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # The exporter prints its steps and warns about unused axis names; neither is actionable.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _LogitsOnly(model),
-            args,
-            str(path),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,  # one file, as the manifest lists; fine below protobuf's 2 GB
-        )
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    # The exporter prints its steps, warns about unused axis names and logs that torchvision is
+    # missing; none of it is actionable, and a failure still raises.
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _LogitsOnly(model),
+                args,
+                str(path),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,  # one file, as the manifest lists; fine below protobuf's 2 GB
+            )
+    finally:
+        onnx_logger.setLevel(level)
 
 
 def save_serving_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path, max_length: int) -> None:
@@ -161,7 +169,7 @@ def export_teacher(config: RunConfig) -> Path:
     texts = _check_texts(config)
     final = config.teacher_dir
     with torch_threads(config.teacher.threads), atomic_model_dir(final) as tmp:
-        export_onnx(model, tokenizer, names, tmp / TEACHER_ONNX, texts)
+        export_onnx(model, tokenizer, names, tmp / TEACHER_ONNX, max(texts, key=len))
         save_serving_tokenizer(tokenizer, tmp / TEACHER_TOKENIZER_DIR, max_length)
         tokenizer_files = (tmp / TEACHER_TOKENIZER_DIR).rglob("*")
         files = [TEACHER_ONNX, *sorted(p.relative_to(tmp).as_posix() for p in tokenizer_files if p.is_file())]

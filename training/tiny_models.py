@@ -117,6 +117,7 @@ def _model(
     intermediate: int,
     max_positions: int,
     embedding_rows: int,
+    initializer_range: float,
 ) -> PreTrainedModel:
     common = {
         "vocab_size": max(len(tokenizer), embedding_rows),
@@ -126,6 +127,7 @@ def _model(
         "intermediate_size": intermediate,
         "num_labels": num_labels,
         "pad_token_id": tokenizer.pad_token_id,
+        "initializer_range": initializer_range,
         "id2label": {i: f"LABEL_{i}" for i in range(num_labels)},
         "label2id": {f"LABEL_{i}": i for i in range(num_labels)},
     }
@@ -157,6 +159,7 @@ def make_tiny_checkpoint(
     seed: int = 0,
     intermediate: int | None = None,
     embedding_rows: int = 0,
+    initializer_range: float = 0.02,
 ) -> Path:
     """Train a tokenizer on ``texts``, build a random classifier and save both into ``out_dir``.
 
@@ -183,6 +186,7 @@ def make_tiny_checkpoint(
         intermediate or 4 * hidden,
         max_positions,
         embedding_rows,
+        initializer_range,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

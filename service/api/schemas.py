@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
 
 
 def _has_content(text: str) -> str:
@@ -13,7 +13,13 @@ def _has_content(text: str) -> str:
     return text
 
 
-Text = Annotated[StrictStr, AfterValidator(_has_content)]
+# The validator enforces the rule with a clear message; the pattern states the same rule in the schema
+# (JSON Schema patterns search: "has a character that Python's str.isspace() does not call space").
+Text = Annotated[
+    StrictStr,
+    AfterValidator(_has_content),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"[^\s\x1c-\x1f\x85]"}),
+]
 ModelName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
 _TEXTS = Field(

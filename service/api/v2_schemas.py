@@ -6,19 +6,21 @@ row-major order; texts travel as a BYTES tensor of JSON strings.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Parameters = dict[str, StrictStr | StrictInt | StrictFloat | StrictBool]
 
 
 class RequestInput(BaseModel):
-    name: StrictStr
-    shape: Annotated[list[NonNegativeInt], Field(min_length=1, max_length=2)]
-    datatype: StrictStr
+    """The one input of every model here: the texts, as BYTES of shape [n] or [n, 1]."""
+
+    name: Literal["text"]
+    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=2)]
+    datatype: Literal["BYTES"]
     parameters: Parameters | None = None
-    data: list[Any] = Field(description="The texts, flat or nested row-major; each a JSON string.")
+    data: list[Any] = Field(min_length=1, description="The texts, flat or nested row-major; each a string.")
 
 
 class RequestOutput(BaseModel):

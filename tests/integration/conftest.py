@@ -27,7 +27,8 @@ TINY_MAX_POSITIONS = 128  # below labeling.max_length (512), so the export must 
 # teacher's logits vary between texts (an ONNX == PyTorch check on constant logits proves nothing)
 # and the best dev epoch is not always the last (model selection is exercised).
 EPOCHS = 6
-LR = 2e-3
+LR = 1e-3
+BATCH_SIZE = 8
 
 
 def _write_labeled(path: Path, data: LabeledSet, names: list[str]) -> str:
@@ -65,7 +66,7 @@ def tiny_teacher_config(family: Family, root: Path, task: TaskData, corpus: list
             mr_reviews=False,
         ),
         teacher=TeacherConfig(
-            base_model=str(base), max_length=64, epochs=EPOCHS, batch_size=16, lr=LR, threads=1
+            base_model=str(base), max_length=64, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, threads=1
         ),
         labeling=LabelingConfig(batch_size=32, shard_size=128, max_length=512, backend="onnx"),
     )

@@ -55,7 +55,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, mr_small: TaskData, mr_co
             "distill": {"epochs": 2, "batch_size": 64, "lr": 5e-3},
             "finetune": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
             "scratch": {"epochs": 2, "batch_size": 32, "lr": 5e-3},
-            "evaluate": {"report": str(root / "reports" / "accuracy-tiny")},
+            "evaluate": {"report": str(root / "reports" / "accuracy-tiny"),
+                         "cascade_report": str(root / "reports" / "cascade-tiny")},
         },
         "tiny-pipeline",
     )
@@ -74,6 +75,23 @@ def test_every_step_writes_its_outputs(tiny_run: RunConfig) -> None:
     # The exported float16 student agrees with the PyTorch student it came from.
     assert report["exported_student"]["max_abs_prob_diff_vs_torch"] < 5e-3
     assert Path(tiny_run.evaluate.report).with_suffix(".md").read_text().startswith("# Accuracy")
+
+
+def test_cascade_is_calibrated_and_stored(tiny_run: RunConfig) -> None:
+    report = json.loads((Path(tiny_run.evaluate.cascade_report).with_suffix(".json")).read_text())
+    for key in ("teacher_test_acc", "cascade_test_acc", "teacher_share", "cascade_samples_per_s",
+                "teacher_samples_per_s"):
+        assert key in report
+    assert 0.0 <= report["teacher_share"] <= 1.0
+    assert Path(tiny_run.evaluate.cascade_report).with_suffix(".png").stat().st_size > 0
+    cascade = StudentRuntime.load(tiny_run.student_dir).manifest.cascade
+    assert cascade is not None and cascade["temperature"] > 0
+    point = cascade["operating_point"]
+    assert point in cascade["curve"]
+    # The stored point is the cheapest one within the tolerance of the teacher's dev accuracy, if any.
+    good = [p for p in cascade["curve"] if p["dev_acc"] >= cascade["teacher_dev_acc"] - cascade["tolerance"]]
+    if good:
+        assert point["teacher_share"] == min(p["teacher_share"] for p in good)
 
 
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:

@@ -44,6 +44,7 @@ from training.teacher import (
 from training.teacher_export import save_serving_tokenizer
 
 ATOL = 1e-4
+pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models: threads only add overhead
 Family = Literal["bert", "roberta"]
 
 
@@ -152,7 +153,8 @@ def test_runtime_equals_torch_and_batched_equals_one_by_one(run: RunConfig) -> N
     one_by_one = np.concatenate([runtime.logits([t]) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-5)
     assert batched.dtype == np.float32 and batched.shape == (len(texts), len(runtime.labels))
-    assert np.std(batched[:, 0]) > 0.1  # a teacher that says the same for every text proves nothing
+    # Logits that barely vary between texts would make the comparisons above prove nothing.
+    assert np.std(batched[:, 0]) > 10 * ATOL
     probabilities = runtime.predict(texts)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert runtime.logits([]).shape == (0, len(runtime.labels))

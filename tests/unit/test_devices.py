@@ -18,7 +18,7 @@ def test_cuda_uses_cuda_first_when_onnxruntime_has_it() -> None:
 
 
 def test_cuda_without_the_provider_stops_start_up_with_a_clear_message() -> None:
-    with pytest.raises(DeviceUnavailable, match="CUDAExecutionProvider.*allow-cpu-fallback"):
+    with pytest.raises(DeviceUnavailable, match=r"CUDAExecutionProvider.*allow-cpu-fallback"):
         plan_device("cuda", allow_cpu_fallback=False, available=[CPU])
 
 

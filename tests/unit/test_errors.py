@@ -19,10 +19,10 @@ def test_every_error_type_has_a_status() -> None:
     "cls", [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, ServiceError)]
 )
 def test_every_error_class_answers_the_one_body_shape(cls: type[ServiceError]) -> None:
-    exc = cls("boom", 2) if cls is errors.QueueFull else cls("boom")  # type: ignore[call-arg]
+    exc = cls("boom", 2) if cls is errors.QueueFull else cls("boom")
     response = error_response(exc)
     assert response.status_code == STATUS[exc.type]
-    assert json.loads(response.body) == {"error": {"type": exc.type.value, "message": "boom"}}
+    assert json.loads(bytes(response.body)) == {"error": {"type": exc.type.value, "message": "boom"}}
 
 
 def test_queue_full_says_when_to_retry_and_unauthorized_says_how() -> None:

@@ -74,5 +74,5 @@ async def compare(
         teacher_model=teacher.name,
         results=items,
         agreement_rate=sum(i.agree for i in items) / len(items),
-        latency_ms=RouteLatency(student=s.wall_ms, teacher=t.wall_ms),
+        latency_ms=RouteLatency(student=round(s.wall_ms, 3), teacher=round(t.wall_ms, 3)),
     )

@@ -12,9 +12,9 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from service.api.deps import RegistryDep, SettingsDep, StateDep, check_limits, require_api_key
+from service.api.deps import RegistryDep, SettingsDep, StateDep, check_limits
 from service.api.inference import run_model, set_timing, until_client_leaves
 from service.api.responses import INFERENCE_ERRORS, METADATA_ERRORS
 from service.api.v2_schemas import (
@@ -38,7 +38,7 @@ SERVER_NAME = "sparse-distillation"
 SERVER_VERSION = "0.1.0"
 
 health_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
 
 @health_router.get("/health/live", response_model=LiveResponse, summary="Server live")
@@ -103,19 +103,14 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def texts_of(tensor: RequestInput) -> list[str]:
-    """The texts of the request's input tensor; InvalidInput (422) naming what is wrong."""
-    if tensor.name != INPUT_NAME:
-        raise InvalidInput(f"input must be named {INPUT_NAME!r}, got {tensor.name!r}")
-    if tensor.datatype != "BYTES":
-        raise InvalidInput(f"input {INPUT_NAME!r} must have datatype BYTES, got {tensor.datatype!r}")
+    """The texts of the request's input tensor (name and datatype checked by its schema);
+    InvalidInput (422) naming what is wrong."""
     if len(tensor.shape) == 2 and tensor.shape[1] != 1:
         raise InvalidInput(f"input shape must be [n] or [n, 1], got {tensor.shape}")
     data = _flatten(tensor.data)
     count = math.prod(tensor.shape)
     if count != len(data):
         raise InvalidInput(f"input shape {tensor.shape} holds {count} elements, data has {len(data)}")
-    if not data:
-        raise InvalidInput("input holds no texts")
     for i, text in enumerate(data):
         if not isinstance(text, str):
             raise InvalidInput(f"input data[{i}] must be a string, got {type(text).__name__}")

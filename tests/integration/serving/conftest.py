@@ -45,9 +45,8 @@ def tiny_teacher(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     """A tiny BERT teacher, fine-tuned a little and exported to ONNX by the real exporter."""
     try:
         from training.quick import make_tiny_teacher  # type: ignore[attr-defined]
-    except ImportError:  # until training.quick has it: the teacher tests' run (same real exporter)
-        run = request.getfixturevalue("tiny_teacher_run")("bert")
-        return Path(run.teacher_dir)
+    except ImportError:  # until training.quick has it: the teacher tests' tiny BERT (same real exporter)
+        return Path(request.getfixturevalue("tiny_teacher_dir"))
     out = tmp_path_factory.mktemp("teachers") / "mr-tiny-teacher"
     path: Path = make_tiny_teacher(out, mr_small.train.texts, mr_small.train.labels, mr_small.label_names)
     return path

@@ -59,12 +59,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
     ("compare limits", "POST", "/v1/compare", {"json": {"texts": ["a"] * 6}}, 413, "payload_too_large",
      "max_texts_per_request"),
     ("wrong method", "GET", "/v1/classify", {}, 405, "method_not_allowed", ""),
+    ("trace method", "TRACE", "/healthz", {}, 405, "method_not_allowed", ""),
     ("unknown path", "GET", "/v1/nothing-here", {}, 404, "not_found", ""),
     ("v2 unknown model", "POST", "/v2/models/nope/infer", {"json": {"inputs": [
         {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}}, 404, "model_not_found", "nope"),
     ("v2 no inputs", "POST", "/v2/models/mr-tiny/infer", {"json": {"inputs": []}}, 422, "invalid_input", "inputs"),
     ("v2 wrong datatype", "POST", "/v2/models/mr-tiny/infer", {"json": {"inputs": [
         {"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}}, 422, "invalid_input", "BYTES"),
+    ("v2 wrong input name", "POST", "/v2/models/mr-tiny/infer", {"json": {"inputs": [
+        {"name": "INPUT0", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}}, 422, "invalid_input", "text"),
     ("v2 shape mismatch", "POST", "/v2/models/mr-tiny/infer", {"json": {"inputs": [
         {"name": "text", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}}, 422, "invalid_input", "shape"),
     ("v2 negative shape", "POST", "/v2/models/mr-tiny/infer", {"json": {"inputs": [
@@ -98,6 +101,8 @@ async def test_bad_requests_get_the_right_error_and_the_server_keeps_answering(
         assert body["error"]["type"] == kind
         assert fragment in body["error"]["message"]
         assert "Traceback" not in r.text
+        if status == 405:
+            assert r.headers["allow"]  # RFC 9110: a 405 lists the methods that work
         after = await client.post("/v1/classify", json={"texts": ["still answering?"]})
         assert after.status_code == 200
 
@@ -125,7 +130,7 @@ async def test_an_unexpected_error_is_logged_and_answered_500_without_details(
 async def test_a_failing_runtime_is_500_and_the_next_batch_works(serve: Any, caplog: pytest.LogCaptureFixture,
                                                                  request: pytest.FixtureRequest) -> None:
     async with serve() as client:
-        app = client._transport.app  # type: ignore[attr-defined]
+        app = client._transport.app
         batcher = app.state.service.registry.get("student").batcher
         real = batcher._predict
 

@@ -59,7 +59,8 @@ def flip_a_byte(path: Path) -> None:
     ],
 )
 async def test_a_damaged_model_stops_start_up_naming_the_file(
-    settings_for: Any, run_app: Any, tiny_student: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, victim: str
+    settings_for: Any, run_app: Any, tiny_student: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    damage: str, victim: str,
 ) -> None:
     root = copy_model(tiny_student, tmp_path / "mr-tiny")
     path = root / victim

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -109,17 +109,17 @@ async def test_a_client_that_disconnects_is_dropped_before_inference(serve: Any)
 
         # A raw ASGI request whose client disconnects while it waits in the queue.
         body = json.dumps({"texts": ["the client leaves"]}).encode()
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        messages: list[MutableMapping[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
         left = asyncio.Event()
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> MutableMapping[str, Any]:
             if messages:
                 return messages.pop(0)
             await left.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(message)
 
         scope = {

@@ -1,0 +1,117 @@
+"""`make fuzz`: schemathesis against the service's own OpenAPI, on a real server process on loopback.
+
+Starts ``python -m service`` on a free port (on the given models, or on a tiny student built here in
+seconds with ``training.quick``), waits for /readyz, runs ``st run`` bounded by examples per operation
+and a time budget, stops the server with SIGTERM and checks it exits 0. The run fails on any 5xx
+(``not_a_server_error``) and on answers that break the schema's promises (status codes, content types,
+response schemas); a JUnit report lands in ``runs/fuzz/`` (git-ignored).
+
+    .venv/bin/python scripts/fuzz.py                      # tiny student + tiny teacher if available
+    .venv/bin/python scripts/fuzz.py --student models/mr-demo --teacher models/mr-demo-teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)  # polling interval of a health check, not a wait for an event
+    raise SystemExit(f"the service was not ready within {deadline_s:.0f} s")
+
+
+def build_tiny_student(folder: Path) -> Path:
+    """A tiny real student on the MR training sentences (needs the training extras)."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the fuzz log
+    from training.data import load_mr
+    from training.quick import make_tiny_student
+
+    task = load_mr(ROOT / ".cache" / "data")
+    return make_tiny_student(folder / "fuzz-tiny", task.train.texts[:800], task.train.labels[:800], task.label_names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", type=Path, help="student folder (default: a tiny one built now)")
+    parser.add_argument("--teacher", type=Path, help="teacher folder (optional)")
+    parser.add_argument("--max-examples", type=int, default=60, help="test cases per operation and phase")
+    parser.add_argument("--max-time", type=int, default=300, help="time budget of the whole run, seconds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--checks", default=CHECKS)
+    parser.add_argument("--report-dir", type=Path, default=ROOT / "runs" / "fuzz", help="JUnit report here")
+    args = parser.parse_args(argv)
+
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    if st is None:
+        raise SystemExit("schemathesis is not installed: .venv/bin/pip install schemathesis")
+    work = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    student = args.student or build_tiny_student(work)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # Small limits so the fuzzer reaches them; a short timeout so nothing hangs the run.
+    cmd = [sys.executable, "-m", "service", "--student", str(student), "--port", str(port),
+           "--max-texts-per-request", "16", "--max-chars-per-text", "2000", "--max-body-bytes", "65536",
+           "--request-timeout-s", "10", "--log-level", "warning"]
+    if args.teacher:
+        cmd += ["--teacher", str(args.teacher)]
+    log_path = work / "server.log"
+    print("$", " ".join(cmd), f"(log: {log_path})", flush=True)
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, server, deadline_s=120)
+            started = time.monotonic()
+            fuzz = [st, "run", f"{url}/openapi.json", "--checks", args.checks, "--max-examples",
+                    str(args.max_examples), "--max-time", str(args.max_time), "--seed", str(args.seed),
+                    "--workers", "2", "--generation-database", "none", "--request-timeout", "30",
+                    "--report", "junit", "--report-dir", str(args.report_dir), "--no-color"]
+            print("$", " ".join(fuzz), flush=True)
+            code = subprocess.run(fuzz, cwd=ROOT).returncode
+            print(f"schemathesis exit code {code} after {time.monotonic() - started:.0f} s", flush=True)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server_code = server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server_code = -9
+    errors = [line for line in log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
+    print(f"server exit code {server_code}; {len(errors)} ERROR lines in its log", flush=True)
+    for line in errors[:20]:
+        print("  ", line)
+    return code or (1 if server_code != 0 else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

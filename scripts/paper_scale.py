@@ -1,0 +1,74 @@
+"""Train and export the paper-scale student (configs/mr-paper.toml) and record what it cost.
+
+Runs ``python -m training run`` as a child process and writes ``reports/paper-scale.json`` and
+``reports/paper-scale.md``: parameters, dev/test accuracy, wall seconds of the run, and the peak RSS of
+the run (the child's ru_maxrss), with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.model_format import load_student_manifest  # noqa: E402
+from training.config import load_config  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="configs/mr-paper.toml")
+    parser.add_argument("--out", default="reports/paper-scale")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    command = [sys.executable, "-m", "training", "run", "--config", args.config]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+    manifest = load_student_manifest(config.student_dir)
+    labels = len(manifest.labels)
+    dense = manifest.embedding_dim * manifest.hidden_dim + manifest.hidden_dim + manifest.hidden_dim * labels + labels
+    sparse = manifest.vocab_size * manifest.embedding_dim
+    accuracy = json.loads(Path(config.evaluate.report or f"reports/accuracy-{config.name}").with_suffix(".json")
+                          .read_text())
+    final = accuracy[accuracy["final_student"]]
+    shard_bytes = sum(s.bytes for s in manifest.shards)
+    report = {
+        "parameters": sparse + dense,
+        "sparse_parameters": sparse,
+        "dense_parameters": dense,
+        "vocab_size": manifest.vocab_size,
+        "embedding_dim": manifest.embedding_dim,
+        "dev_acc": final["dev_acc"],
+        "test_acc": final["test_acc"],
+        "test_ci95": final["test_ci95"],
+        "teacher_test_acc": accuracy["teacher"]["test_acc"],
+        "exported_test_acc": accuracy["exported_student"]["test_acc"],
+        "exported_shard_gib": round(shard_bytes / 2**30, 3),
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(peak_gib, 2),
+        "command": " ".join(["python", "scripts/paper_scale.py", "--config", args.config]),
+        "note": "wall_s and peak_rss_gib cover the steps this invocation ran; steps already done are skipped",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    rows = "\n".join(f"| {k} | {v} |" for k, v in report.items())
+    out.with_suffix(".md").write_text(f"# Paper-scale student\n\n| what | value |\n|---|---|\n{rows}\n")
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

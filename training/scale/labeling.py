@@ -1,0 +1,359 @@
+"""The ``label`` step on Ray: teacher actors label corpus shards; the driver writes them.
+
+Same outputs as ``training.labeling.label_corpus`` by construction: the folder is prepared, shards are
+cut, checked for completeness and named by that module's own helpers (imported, not copied), the
+teacher identity in ``meta.json`` comes from the same function, and each actor runs the same
+``TeacherRuntime.logits`` on the same shard, so the logits differ at most by float rounding (thread
+counts differ). Local and Ray runs can resume each other's folders.
+
+How it runs:
+- The exported teacher folder is read once and put in Ray's object store; each actor writes it to a
+  private temporary folder and loads it with ``TeacherRuntime.load``, which verifies the checksums.
+  No shared filesystem is needed.
+- The driver streams the corpus, skips shards already on disk, and keeps ``PREFETCH`` shards queued
+  per actor (one running, one waiting, so an actor never idles while the driver writes).
+- The driver is the only writer: a shard's file is written (atomically) when its logits come back, so
+  a shard is written once. When an actor dies, each shard it held goes back to the front of the queue
+  for the next free actor, and a new actor replaces it. ``ray.max_retries`` bounds both.
+- Progress: a bar over texts; at the end a summary of shards, workers and throughput, also kept in
+  ``done.json`` under ``"ray"``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from service.model_format import atomic_save_npy, atomic_write_json
+from service.teacher_runtime import TeacherRuntime
+from training.config import RunConfig
+from training.data import count_corpus, iter_corpus, load_label_names
+from training.labeling import (
+    DONE_FILE,
+    LABELS_DIR,
+    LabelingError,
+    _corpus_identity,
+    _exact_chunks,
+    _onnx_teacher,
+    _prepare_folder,
+    _shard_is_complete,
+    shard_path,
+)
+from training.scale.session import cluster_capacity, ray_session, teacher_workers
+
+PREFETCH = 2  # shards queued per actor
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    pid: int
+    node_id: str
+    hostname: str
+    device: str  # the onnxruntime execution provider that runs the teacher
+    threads: int
+
+
+class TeacherWorker:
+    """One exported teacher in one Ray worker process (used as a Ray actor; a plain class, so this
+    module imports without Ray)."""
+
+    def __init__(self, files: dict[str, bytes], threads: int, batch_size: int, use_gpu: bool) -> None:
+        import onnxruntime as ort
+        import ray
+
+        providers = ["CPUExecutionProvider"]
+        if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        with tempfile.TemporaryDirectory(prefix="sd-teacher-") as tmp:
+            root = Path(tmp)
+            for name, data in files.items():
+                relative = PurePosixPath(name)
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(f"teacher file {name!r} is outside the teacher folder")
+                path = root / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            # The session and tokenizer are in memory once loaded; the files can go.
+            self.runtime = TeacherRuntime.load(root, threads=threads, providers=providers)
+        self.batch_size = batch_size
+        self.info = WorkerInfo(
+            pid=os.getpid(),
+            node_id=ray.get_runtime_context().get_node_id(),
+            hostname=socket.gethostname(),
+            device=self.runtime.session.get_providers()[0],
+            threads=threads,
+        )
+
+    def describe(self) -> WorkerInfo:
+        return self.info
+
+    def label(self, texts: list[str]) -> tuple[np.ndarray, float]:
+        """float32 logits [len(texts), labels], and the seconds they took."""
+        started = time.perf_counter()
+        logits = self.runtime.logits(texts, self.batch_size)
+        return np.ascontiguousarray(logits, dtype=np.float32), time.perf_counter() - started
+
+
+@dataclass
+class _Worker:
+    handle: Any
+    number: int
+    info: WorkerInfo | None = None  # None while the actor starts
+    alive: bool = True
+    in_flight: int = 0
+    shards: int = 0
+    texts: int = 0
+    busy_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        rate = round(self.texts / self.busy_s, 1) if self.busy_s > 0 else None
+        info = asdict(self.info) if self.info else {}
+        return {"worker": self.number, **info, "alive": self.alive, "shards": self.shards, "texts": self.texts,
+                "busy_s": round(self.busy_s, 2), "texts_per_s": rate}
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """Passed to ``on_shard`` after a shard's file is written."""
+
+    index: int
+    texts: int
+    worker: WorkerInfo
+
+
+@dataclass
+class _Shard:
+    index: int
+    texts: list[str]
+    attempts: int = 0  # times it was lost with a worker
+
+
+@dataclass
+class _Run:
+    """The scheduling state of one labeling run."""
+
+    ray: Any
+    actor: Any  # the TeacherWorker actor class
+    actor_args: tuple[Any, ...]
+    max_retries: int
+    workers: list[_Worker] = field(default_factory=list)
+    starting: dict[Any, _Worker] = field(default_factory=dict)  # describe() ref -> worker
+    pending: dict[Any, tuple[_Worker, _Shard]] = field(default_factory=dict)  # label() ref -> ...
+    retry: deque[_Shard] = field(default_factory=deque)
+    lost_workers: int = 0
+    failed_starts: int = 0
+    retried_shards: int = 0
+
+    def start_worker(self) -> None:
+        worker = _Worker(self.actor.remote(*self.actor_args), number=len(self.workers))
+        self.workers.append(worker)
+        self.starting[worker.handle.describe.remote()] = worker
+
+    def lose(self, worker: _Worker, error: Exception) -> None:
+        """A worker died: replace it, once (each of its refs reports the same death).
+
+        Deaths while labeling are bounded by the shards' own retry counts; deaths at start (a teacher
+        that cannot load there) would repeat forever, so they are bounded here.
+        """
+        if not worker.alive:
+            return
+        worker.alive = False
+        self.lost_workers += 1
+        if worker.info is None:
+            self.failed_starts += 1
+            if self.failed_starts > self.max_retries:
+                raise LabelingError(f"{self.failed_starts} teacher workers failed to start; the last: {error}")
+        self.start_worker()
+
+    def ready(self) -> list[_Worker]:
+        return [w for w in self.workers if w.alive and w.info is not None]
+
+
+def _teacher_files(root: Path) -> dict[str, bytes]:
+    """Every file of the exported teacher folder, by relative path (shipped to the actors)."""
+    if not root.is_dir():
+        raise LabelingError(f"{root}: no exported teacher; run the teacher-export step first")
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] | None = None) -> Path:
+    """Label the whole transfer corpus on Ray; returns ``<run_dir>/labels`` (see the module docstring)."""
+    started = time.perf_counter()
+    run_dir = config.run_dir
+    out = run_dir / LABELS_DIR
+    if config.labeling.backend != "onnx":
+        raise LabelingError("engine = 'ray' labels with the exported ONNX teacher; set labeling.backend = 'onnx'")
+    teacher = _onnx_teacher(config)  # checks the export; gives the identity the local step records
+    identity, labels = teacher.identity, teacher.labels
+    del teacher
+    expected_labels = load_label_names(run_dir)
+    if labels != expected_labels:
+        raise LabelingError(f"the teacher's labels {labels} are not labels.json's {expected_labels}")
+    width = len(labels)
+    shard_size = config.labeling.shard_size
+    meta = {"teacher": identity, "labels": labels, "shard_size": shard_size, "corpus": _corpus_identity(run_dir)}
+    _prepare_folder(out, meta)
+    total = count_corpus(run_dir)
+
+    with ray_session(config.ray) as ray:
+        capacity = cluster_capacity(ray)
+        count, use_gpu = teacher_workers(config.ray, capacity)
+        threads = config.ray.cpus_per_worker
+        actor = ray.remote(TeacherWorker).options(
+            num_cpus=threads, num_gpus=1 if use_gpu else 0, max_restarts=0, scheduling_strategy="SPREAD"
+        )
+        files = ray.put(_teacher_files(config.teacher_dir))
+        run = _Run(ray, actor, (files, threads, config.labeling.batch_size, use_gpu), config.ray.max_retries)
+        for _ in range(count):
+            run.start_worker()
+        bar = tqdm(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts", mininterval=1.0,
+                   disable=None)
+        try:
+            shards, texts_done = _schedule(run, _shards(run_dir, shard_size), out, width, bar, on_shard)
+        finally:
+            bar.close()
+            for worker in run.workers:
+                ray.kill(worker.handle)
+
+    for stale in out.glob("logits-*.npy"):  # as the local step: from a longer corpus with the same identity
+        if int(stale.stem.split("-")[1]) >= shards:
+            stale.unlink()
+    if texts_done != total:
+        raise LabelingError(f"{run_dir / 'data' / 'corpus.txt'}: read {texts_done} texts, counted {total}")
+    seconds = time.perf_counter() - started
+    computed = sum(w.shards for w in run.workers)
+    labeled = sum(w.texts for w in run.workers)
+    summary = {
+        "address": config.ray.address or "(RAY_ADDRESS or a new local cluster)",
+        "nodes": capacity.nodes,
+        "cluster_cpus": capacity.cpus,
+        "cluster_gpus": capacity.gpus,
+        "workers_started": len(run.workers),
+        "workers_lost": run.lost_workers,
+        "shards_retried": run.retried_shards,
+        "workers": [w.summary() for w in run.workers],
+    }
+    atomic_write_json(
+        out / DONE_FILE,
+        {
+            "texts": texts_done,
+            "shards": shards,
+            "shard_size": shard_size,
+            "labels": labels,
+            "teacher": identity,
+            "computed_shards": computed,
+            "texts_labeled": labeled,
+            "seconds": round(seconds, 2),
+            "texts_per_second": round(labeled / seconds, 1) if seconds > 0 else None,
+            "engine": "ray",
+            "ray": summary,
+        },
+    )
+    print(format_summary(shards, computed, labeled, seconds, summary), flush=True)
+    return out
+
+
+def _shards(run_dir: Path, shard_size: int) -> Iterator[_Shard]:
+    for index, texts in enumerate(_exact_chunks(iter_corpus(run_dir, shard_size), shard_size)):
+        yield _Shard(index, texts)
+
+
+def _schedule(
+    run: _Run,
+    source: Iterator[_Shard],
+    out: Path,
+    width: int,
+    bar: tqdm[Any],
+    on_shard: Callable[[ShardDone], object] | None,
+) -> tuple[int, int]:
+    """Feed shards to ready workers until every shard is on disk; returns (shards, texts) seen."""
+    ray = run.ray
+    from ray.exceptions import RayActorError
+
+    shards = texts_seen = 0
+    exhausted = False
+
+    def next_shard() -> _Shard | None:
+        nonlocal shards, texts_seen, exhausted
+        if run.retry:
+            return run.retry.popleft()
+        while not exhausted:
+            shard = next(source, None)
+            if shard is None:
+                exhausted = True
+                break
+            shards += 1
+            texts_seen += len(shard.texts)
+            if not _shard_is_complete(shard_path(out, shard.index), len(shard.texts), width):
+                return shard
+            bar.update(len(shard.texts))  # done by an earlier run
+        return None
+
+    while True:
+        for worker in run.ready():
+            while worker.in_flight < PREFETCH:
+                shard = next_shard()
+                if shard is None:
+                    break
+                run.pending[worker.handle.label.remote(shard.texts)] = (worker, shard)
+                worker.in_flight += 1
+        if not run.pending and exhausted and not run.retry:
+            return shards, texts_seen
+        (ref,), _ = ray.wait([*run.pending, *run.starting], num_returns=1)
+        if ref in run.starting:
+            worker = run.starting.pop(ref)
+            try:
+                worker.info = ray.get(ref)
+            except RayActorError as exc:  # it could not start (e.g. no teacher files, a bad node)
+                run.lose(worker, exc)
+            continue
+        worker, shard = run.pending.pop(ref)
+        worker.in_flight -= 1
+        try:
+            logits, seconds = ray.get(ref)
+        except RayActorError as exc:
+            shard.attempts += 1
+            run.retried_shards += 1
+            if shard.attempts > run.max_retries:
+                raise LabelingError(f"shard {shard.index} was lost with {shard.attempts} workers: {exc}") from exc
+            run.retry.appendleft(shard)
+            run.lose(worker, exc)
+            continue
+        if logits.shape != (len(shard.texts), width):
+            raise LabelingError(f"shard {shard.index}: the worker returned logits {logits.shape}")
+        atomic_save_npy(shard_path(out, shard.index), logits)
+        worker.shards += 1
+        worker.texts += len(shard.texts)
+        worker.busy_s += seconds
+        bar.update(len(shard.texts))
+        bar.set_postfix(workers=len(run.ready()), retried=run.retried_shards, refresh=False)
+        if on_shard is not None and worker.info is not None:
+            on_shard(ShardDone(shard.index, len(shard.texts), worker.info))
+
+
+def format_summary(shards: int, computed: int, labeled: int, seconds: float, summary: dict[str, Any]) -> str:
+    rate = labeled / seconds if seconds > 0 else 0.0
+    lines = [
+        f"ray labeling: {shards} shards ({computed} labeled now, {shards - computed} already done), "
+        f"{labeled} texts in {seconds:.1f} s = {rate:.1f} texts/s; {summary['nodes']} nodes, "
+        f"{summary['workers_started']} workers started, {summary['workers_lost']} lost, "
+        f"{summary['shards_retried']} shard(s) retried",
+        f"{'worker':>6} {'node':>10} {'pid':>8} {'device':>22} {'shards':>6} {'texts':>8} {'busy s':>8} {'texts/s':>8}",
+    ]
+    for w in summary["workers"]:
+        lines.append(
+            f"{w['worker']:>6} {str(w.get('node_id', '?'))[:10]:>10} {w.get('pid', '?'):>8} "
+            f"{w.get('device', '(never started)')!s:>22} {w['shards']:>6} {w['texts']:>8} {w['busy_s']:>8} "
+            f"{w['texts_per_s'] if w['texts_per_s'] is not None else '-':>8}"
+        )
+    return "\n".join(lines)
