@@ -11,7 +11,6 @@ On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
+from service.app import configure_logging, create_app
 from service.settings import settings_from_cli
 
 
@@ -36,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     if settings.workers > 1:
         os.environ.update(settings.to_env())
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -87,6 +87,13 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     return schema
 
 
+def configure_logging(level: str) -> None:
+    """The service's log lines with time and logger name (uvicorn configures its own loggers)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from ``SD_*`` variables."""
-    return create_app(ServiceSettings())
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -246,15 +246,16 @@ class Batcher(Generic[OutputT]):
         collected = await collect_batch(queue, self.max_batch_size, self.max_wait_s, self._leftover, self._clock)
         self._leftover = collected.leftover
         self._observer.queue_depth(queue.qsize())
-        for _ in range(collected.gone):
+        live = [entry for entry in collected.batch if not entry.future.done()]  # some left in the window
+        for _ in range(collected.gone + len(collected.batch) - len(live)):
             self._observer.rejected("client_gone")
         for entry in collected.expired:
             self._observer.rejected("deadline")
             entry.future.set_exception(
                 DeadlineExceeded(f"model {self.name!r}: request waited past its {self.timeout_s:g} s deadline")
             )
-        if collected.batch:
-            await self._infer(collected.batch)
+        if live:
+            await self._infer(live)
 
     async def _infer(self, batch: list[Pending[OutputT]]) -> None:
         texts = [text for entry in batch for text in entry.texts]

@@ -50,7 +50,10 @@ class ServiceSettings(BaseSettings):
         default=64, ge=1, description="teacher: most texts in one runtime call (the runtime sorts them by length)"
     )
     teacher_onnx_batch_size: int = Field(default=16, ge=1, description="teacher: rows per ONNX run within a call")
-    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000, description="how long a batch waits to fill up")
+    max_wait_ms: float = Field(
+        default=0.0, ge=0, le=10_000,
+        description="how long a batch waits to fill up; 0 = take what queued while the previous batch ran",
+    )
     max_queue_size: int = Field(default=256, ge=1, description="requests waiting per model before 503")
     request_timeout_s: float = Field(default=10.0, gt=0, description="a request not answered by then gets 504")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After sent with a 503")

@@ -461,27 +461,29 @@ def word_windows(text: str, count: int, min_words: int, rng: random.Random) -> l
     return out
 
 
-def _with_windows(texts: Iterable[str], config: DataConfig, rng: random.Random) -> Iterator[tuple[str, str]]:
-    for text in texts:
-        yield "", text
-        for window in word_windows(text, config.augment_windows, config.augment_min_words, rng):
-            yield "augmented_windows", window
-
-
 def _write_corpus(path: Path, config: DataConfig, task: TaskData, seed: int = 0) -> dict[str, int]:
     builder = _CorpusBuilder([*task.dev.texts, *task.test.texts], config.max_corpus_texts)
-    rng = random.Random(seed)
+
+    def sources() -> list[tuple[str, Iterable[str]]]:
+        return [("train_texts", task.train.texts), *_corpus_sources(config)]
 
     def stream() -> Iterator[str]:
-        sources: list[tuple[str, Iterable[str]]] = [("train_texts", task.train.texts), *_corpus_sources(config)]
-        for source, texts in sources:
+        for source, texts in sources():
             if builder.full:
                 builder.counts["truncated"] = 1
                 break
-            always = source == "train_texts"
-            for kind, text in _with_windows(texts, config, rng):
-                yield from builder.lines(kind or source, [text], always=always and not kind)
-
+            yield from builder.lines(source, texts, always=source == "train_texts")
+        if config.augment_windows <= 0:
+            return
+        # Windows come after every original text, so growing the augmentation only appends to the
+        # corpus and the teacher labels of the original texts (by shard digest) stay valid.
+        rng = random.Random(seed)
+        for _, texts in sources():
+            for text in texts:
+                if builder.full:
+                    return
+                windows = word_windows(text, config.augment_windows, config.augment_min_words, rng)
+                yield from builder.lines("augmented_windows", windows)
     lines = tqdm(stream(), desc="corpus", unit=" texts", mininterval=1.0, disable=None)
     total = _write_atomic(path, lines)
     return {"texts": total, **builder.counts}

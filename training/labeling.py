@@ -3,9 +3,11 @@
 The paper stores the teacher's logits as float32 arrays (DESIGN.md section 1). The corpus is streamed
 (``training.data.iter_corpus``) in shards of ``labeling.shard_size`` texts; each shard is written
 atomically as ``<run_dir>/labels/logits-NNNNN.npy`` [texts, labels] float32, so an interrupted run
-resumes at the first missing shard. ``meta.json`` records what the labels depend on (teacher weights,
-truncation length, shard size, corpus file); when that changes, old shards are discarded rather than
-mixed with new ones. ``done.json`` is written last, and ``load_teacher_logits`` requires it.
+resumes at the first missing shard. Each shard has a ``.sha256`` sidecar, the digest of the texts it
+labels, so a shard is reused only for exactly the same texts (a corpus grown at the end keeps its
+earlier shards). ``meta.json`` records what the labels depend on (teacher weights, truncation length,
+shard size); when that changes, old shards are discarded rather than mixed with new ones.
+``done.json`` is written last, and ``load_teacher_logits`` requires it.
 
 Backends: ``"onnx"`` runs the exported teacher (``config.teacher_dir``) through the serving runtime;
 ``"torch"`` runs ``<run_dir>/teacher/model``. Both batch texts of similar token length together.
@@ -13,6 +15,7 @@ Backends: ``"onnx"`` runs the exported teacher (``config.teacher_dir``) through 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.model_format import TEACHER_ONNX, atomic_save_npy, atomic_write_json, sha256_of
+from service.model_format import TEACHER_ONNX, atomic_save_npy, atomic_write_bytes, atomic_write_json, sha256_of
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus, load_label_names
@@ -115,12 +118,31 @@ def _exact_chunks(chunks: Iterable[list[str]], size: int) -> Iterator[list[str]]
         yield buffer
 
 
-def _shard_is_complete(path: Path, rows: int, width: int) -> bool:
+def texts_digest(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def digest_path(shard: Path) -> Path:
+    return shard.with_suffix(".sha256")
+
+
+def _shard_is_complete(path: Path, texts: list[str], width: int) -> bool:
+    """A shard is reused only when its sidecar digest says it labels exactly these texts.
+
+    The digest is checked per shard, not per corpus file, so a corpus that grows at the end (e.g.
+    augmentation appended) keeps every shard whose texts did not change.
+    """
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
+        recorded = digest_path(path).read_text(encoding="utf-8").strip()
     except (OSError, ValueError):
         return False
-    return bool(array.shape == (rows, width) and array.dtype == np.float32)
+    return bool(array.shape == (len(texts), width) and array.dtype == np.float32
+                and recorded == texts_digest(texts))
 
 
 def _prepare_folder(out: Path, meta: dict[str, Any]) -> None:
@@ -138,11 +160,6 @@ def _prepare_folder(out: Path, meta: dict[str, Any]) -> None:
         leftover.unlink()
     (out / DONE_FILE).unlink(missing_ok=True)
     atomic_write_json(meta_path, meta)
-
-
-def _corpus_identity(run_dir: Path) -> dict[str, Any]:
-    stat = (run_dir / "data" / "corpus.txt").stat()
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def label_corpus(config: RunConfig) -> Path:
@@ -164,7 +181,6 @@ def label_corpus(config: RunConfig) -> Path:
         "teacher": teacher.identity,
         "labels": teacher.labels,
         "shard_size": shard_size,
-        "corpus": _corpus_identity(run_dir),
     }
     _prepare_folder(out, meta)
 
@@ -173,16 +189,17 @@ def label_corpus(config: RunConfig) -> Path:
     with tqdm(total=total, desc="label corpus", unit=" texts", mininterval=1.0, disable=None) as bar:
         for index, texts in enumerate(_exact_chunks(iter_corpus(run_dir, shard_size), shard_size)):
             path = shard_path(out, index)
-            if not _shard_is_complete(path, len(texts), width):
+            if not _shard_is_complete(path, texts, width):
                 logits = teacher.logits(texts, bar.update)
                 atomic_save_npy(path, np.ascontiguousarray(logits, dtype=np.float32))
+                atomic_write_bytes(digest_path(path), (texts_digest(texts) + "\n").encode("utf-8"))
                 computed += 1
                 labeled += len(texts)
             else:
                 bar.update(len(texts))
             shards += 1
             texts_done += len(texts)
-    for stale in out.glob("logits-*.npy"):  # from a longer corpus with the same identity (unlikely)
+    for stale in [*out.glob("logits-*.npy"), *out.glob("logits-*.sha256")]:  # from a longer corpus
         if int(stale.stem.split("-")[1]) >= shards:
             stale.unlink()
     if texts_done != total:

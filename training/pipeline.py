@@ -72,6 +72,11 @@ def step_teacher_export(config: RunConfig) -> None:
 
 
 def step_label(config: RunConfig) -> None:
+    if config.engine == "ray":
+        from training.scale.labeling import label_corpus_ray
+
+        label_corpus_ray(config)
+        return
     from training.labeling import label_corpus
 
     label_corpus(config)
@@ -90,15 +95,20 @@ def step_vocab(config: RunConfig) -> None:
         return
     total = count_corpus(config.run_dir)
     settings = config.vocab.featurizer_settings()
-    vocab = build_vocab_from_chunks(
-        lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts),
-        settings,
-        config.vocab.size,
-        folder,
-        config.vocab.partitions,
-        config.vocab.memory_mb,
-        total,
-    )
+    if config.engine == "ray":  # the same vocabulary, counted on a Ray cluster (training/scale/counting.py)
+        from training.scale.counting import build_vocab_ray
+
+        vocab = build_vocab_ray(config, folder)
+    else:
+        vocab = build_vocab_from_chunks(
+            lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts),
+            settings,
+            config.vocab.size,
+            folder,
+            config.vocab.partitions,
+            config.vocab.memory_mb,
+            total,
+        )
     by_n = np.bincount([g.count(" ") + 1 for g in vocab.ngrams], minlength=settings.ngram_max + 1)
     atomic_write_json(
         folder / "done.json",

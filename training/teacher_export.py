@@ -20,6 +20,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +30,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from service.model_format import (
     TEACHER_ONNX,
     TEACHER_TOKENIZER_DIR,
+    ModelFormatError,
     TeacherManifest,
     atomic_model_dir,
     file_entry,
+    load_teacher_manifest,
     now_iso,
+    verify_teacher,
     write_manifest,
 )
 from service.teacher_runtime import TeacherRuntime
@@ -154,12 +158,32 @@ def _check_export(
     return diff
 
 
+def _manifest_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs") if k in metrics}
+
+
+def _already_exported(config: RunConfig, metrics: dict[str, Any]) -> bool:
+    """The same fine-tuned teacher (same metrics, same settings) is exported and intact: skip."""
+    try:
+        manifest = load_teacher_manifest(config.teacher_dir)
+        verify_teacher(config.teacher_dir, manifest)
+    except ModelFormatError:
+        return False
+    current = config.to_dict()
+    return bool(
+        manifest.metrics == _manifest_metrics(metrics)
+        and all(manifest.config.get(k) == current[k] for k in ("teacher", "labeling", "seed"))
+    )
+
+
 def export_teacher(config: RunConfig) -> Path:
     """Export ``<run_dir>/teacher/model`` to ``config.teacher_dir``; returns that folder."""
     source = config.run_dir / TEACHER_DIR / MODEL_SUBDIR
     if not (source / "config.json").is_file():
         raise TeacherError(f"{source}: no fine-tuned teacher; run the teacher step first")
     metrics = read_teacher_metrics(config.run_dir)
+    if _already_exported(config, metrics):
+        return config.teacher_dir
     tokenizer, model = load_classifier(source)
     labels = load_label_names(config.run_dir)
     if label_names(model.config) != labels:
@@ -180,7 +204,7 @@ def export_teacher(config: RunConfig) -> Path:
             input_names=names,
             base_model=base_model_name(config.teacher.base_model),
             files=[file_entry(tmp, f) for f in files],
-            metrics={k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs") if k in metrics},
+            metrics=_manifest_metrics(metrics),
             config=json.loads(json.dumps(config.to_dict())),
             created_at=now_iso(),
         )

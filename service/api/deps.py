@@ -28,7 +28,11 @@ class AppState:
         return self.registry is not None and self.registry.ready
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a thread hop per dependency per request for a dictionary lookup.
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.service
     return state
 
@@ -36,14 +40,14 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> ServiceSettings:
+async def get_settings(state: StateDep) -> ServiceSettings:
     return state.settings
 
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-def get_registry(state: StateDep) -> ModelRegistry:
+async def get_registry(state: StateDep) -> ModelRegistry:
     if state.registry is None or not state.registry.ready:
         raise NotReady("models are not loaded and warmed up yet")
     return state.registry

@@ -59,6 +59,18 @@ async def until_client_leaves(request: Request, work: Awaitable[T]) -> T:
     raise ClientClosed("the client closed the connection before the answer was ready")
 
 
+async def gather_or_cancel(*work: Awaitable[T]) -> list[T]:
+    """All results, or the first error with the other parts cancelled (``asyncio.gather`` leaves them
+    running: a compare whose teacher queue is full would still run its student batch for nobody)."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
 async def run_model(model: ServedModel, texts: list[str]) -> Timed:
     started = time.perf_counter()
     answer = await model.batcher.submit(texts)

@@ -156,3 +156,30 @@ def test_help_lists_the_settings() -> None:
     for flag in ("--student", "--teacher", "--max-batch-size", "--max-wait-ms", "--api-key", "--device",
                  "--allow-cpu-fallback"):
         assert flag in out.stdout
+
+
+def metric(url: str, series: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5.0).text
+    line = next((line for line in text.splitlines() if line.startswith(series + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_a_client_that_disconnects_is_dropped_before_inference(
+    start: Callable[[list[str]], Server], student: Path
+) -> None:
+    server = start(["--student", str(student), "--max-wait-ms", "2000"])
+    server.wait_ready()
+    batches_before = metric(server.url, 'sd_batch_texts_count{model="mr-tiny"}')
+    body = b'{"texts": ["a client that leaves"]}'
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 30
+        while in_flight(server.url) < 2:  # the request (in its batch window) + this /metrics request
+            assert time.monotonic() < deadline
+    # The socket is closed: the server notices, cancels the request, and its batch skips it.
+    deadline = time.monotonic() + 30
+    while metric(server.url, 'sd_rejected_total{model="mr-tiny",reason="client_gone"}') < 1:
+        assert time.monotonic() < deadline, server.output()
+    assert metric(server.url, 'sd_http_requests_total{method="POST",route="/v1/classify",status="499"}') == 1
+    assert metric(server.url, 'sd_batch_texts_count{model="mr-tiny"}') == batches_before  # nothing ran

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.batcher import Answer, Batcher, Pending, collect_batch
+from service.batcher import Answer, Batcher, NullObserver, Pending, collect_batch
 from service.errors import DeadlineExceeded, InferenceFailed, QueueFull, ShuttingDown
 
 
@@ -329,3 +329,26 @@ async def test_stop_answers_waiting_requests_and_refuses_new_ones() -> None:
     with pytest.raises(ShuttingDown):
         await batcher.submit(["new"])
     assert not batcher.running
+
+
+@pytest.mark.asyncio
+async def test_a_request_cancelled_while_its_batch_fills_is_skipped() -> None:
+    gate = Gate()
+    gate.open.set()
+    depths: list[int] = []
+
+    class Depths(NullObserver):
+        def queue_depth(self, depth: int) -> None:
+            depths.append(depth)
+
+    batcher = Batcher("m", gate, **{**GOOD, "max_batch_size": 2, "max_wait_ms": 30_000.0}, observer=Depths())
+    await batcher.start()
+    try:
+        gone = asyncio.ensure_future(batcher.submit(["gone"]))
+        await wait_until(lambda: 1 in depths and batcher.depth == 0)  # queued, then taken into the window
+        gone.cancel()
+        answer = await batcher.submit(["stays"])  # fills the batch: the window closes at once
+        assert answer.output.values == ["STAYS"]
+        assert gate.calls == [["stays"]]
+    finally:
+        await batcher.stop()

@@ -391,3 +391,36 @@ def test_iter_corpus_chunks(tmp_path: Path) -> None:
 def test_load_split_refuses_unknown_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         load_split(tmp_path, "validation")
+
+
+def test_word_windows_are_shorter_contiguous_phrases() -> None:
+    import random
+
+    from training.data import word_windows
+
+    text = "one two three four five six seven"
+    windows = word_windows(text, 20, 3, random.Random(0))
+    assert len(windows) == 20
+    for window in windows:
+        assert 3 <= len(window.split(" ")) < 7
+        assert f" {window} " in f" {text} "
+    assert word_windows("too short", 5, 3, random.Random(0)) == []
+
+
+def test_prepare_data_augments_the_corpus_with_windows(mr_cache: Path, tmp_path: Path) -> None:
+    config = RunConfig(
+        name="t",
+        workdir=str(tmp_path / "run"),
+        data=DataConfig(cache_dir=str(mr_cache), augment_windows=2, mr_reviews=False),
+    )
+    out = prepare_data(config)
+    counts = json.loads((out / "stats.json").read_text(encoding="utf-8"))["corpus"]
+    assert counts["augmented_windows"] > 0
+    corpus = (out / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    originals = set(load_split(config.run_dir, "train").texts)
+    dev_test = set(load_split(config.run_dir, "dev").texts) | set(load_split(config.run_dir, "test").texts)
+    assert len(corpus) == len(set(corpus))
+    assert not dev_test & set(corpus)
+    # Every training text is kept, first and in order; the windows come after all of them.
+    assert corpus[: len(originals)] == load_split(config.run_dir, "train").texts
+    assert len(corpus) == len(originals) + counts["augmented_windows"]

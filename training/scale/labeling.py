@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.model_format import atomic_save_npy, atomic_write_json
+from service.model_format import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus, load_label_names
@@ -42,16 +42,18 @@ from training.labeling import (
     DONE_FILE,
     LABELS_DIR,
     LabelingError,
-    _corpus_identity,
     _exact_chunks,
     _onnx_teacher,
     _prepare_folder,
     _shard_is_complete,
+    digest_path,
     shard_path,
+    texts_digest,
 )
-from training.scale.session import cluster_capacity, ray_session, teacher_workers
+from training.scale.session import cluster_capacity, connected_address, ray_session, teacher_workers
 
 PREFETCH = 2  # shards queued per actor
+WAIT_SLICE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class TeacherWorker:
     module imports without Ray)."""
 
     def __init__(self, files: dict[str, bytes], threads: int, batch_size: int, use_gpu: bool) -> None:
+        # The thread budget covers tokenizing too: the tokenizers library's Rayon pool takes every core
+        # of the node unless told otherwise, and it reads this when it first tokenizes (below, in this
+        # fresh actor process). onnxruntime gets its budget through TeacherRuntime.load.
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
         import onnxruntime as ort
         import ray
 
@@ -152,7 +158,9 @@ class _Run:
     retry: deque[_Shard] = field(default_factory=deque)
     lost_workers: int = 0
     failed_starts: int = 0
-    retried_shards: int = 0
+    retried: list[int] = field(default_factory=list)  # shard indices, once per loss
+    first_ready: float | None = None  # perf_counter() when the first actor was ready
+    last_written: float | None = None
 
     def start_worker(self) -> None:
         worker = _Worker(self.actor.remote(*self.actor_args), number=len(self.workers))
@@ -201,12 +209,13 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
         raise LabelingError(f"the teacher's labels {labels} are not labels.json's {expected_labels}")
     width = len(labels)
     shard_size = config.labeling.shard_size
-    meta = {"teacher": identity, "labels": labels, "shard_size": shard_size, "corpus": _corpus_identity(run_dir)}
+    meta = {"teacher": identity, "labels": labels, "shard_size": shard_size}  # as label_corpus writes it
     _prepare_folder(out, meta)
     total = count_corpus(run_dir)
 
     with ray_session(config.ray) as ray:
         capacity = cluster_capacity(ray)
+        address = connected_address(ray)
         count, use_gpu = teacher_workers(config.ray, capacity)
         threads = config.ray.cpus_per_worker
         actor = ray.remote(TeacherWorker).options(
@@ -225,7 +234,7 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
             for worker in run.workers:
                 ray.kill(worker.handle)
 
-    for stale in out.glob("logits-*.npy"):  # as the local step: from a longer corpus with the same identity
+    for stale in [*out.glob("logits-*.npy"), *out.glob("logits-*.sha256")]:  # as the local step
         if int(stale.stem.split("-")[1]) >= shards:
             stale.unlink()
     if texts_done != total:
@@ -233,14 +242,19 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
     seconds = time.perf_counter() - started
     computed = sum(w.shards for w in run.workers)
     labeled = sum(w.texts for w in run.workers)
+    labeling_s = run.last_written - run.first_ready if run.last_written and run.first_ready else 0.0
     summary = {
-        "address": config.ray.address or "(RAY_ADDRESS or a new local cluster)",
+        "address": address,
         "nodes": capacity.nodes,
         "cluster_cpus": capacity.cpus,
         "cluster_gpus": capacity.gpus,
-        "workers_started": len(run.workers),
+        "actors": len(run.workers),
         "workers_lost": run.lost_workers,
-        "shards_retried": run.retried_shards,
+        "shards_retried": len(run.retried),
+        "retried_shard_indices": run.retried[:1000],
+        # From the first ready actor to the last shard written: the rate without start-up costs.
+        "labeling_s": round(labeling_s, 3),
+        "labeling_texts_per_s": round(labeled / labeling_s, 1) if labeling_s > 0 else None,
         "workers": [w.summary() for w in run.workers],
     }
     atomic_write_json(
@@ -266,6 +280,14 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
 def _shards(run_dir: Path, shard_size: int) -> Iterator[_Shard]:
     for index, texts in enumerate(_exact_chunks(iter_corpus(run_dir, shard_size), shard_size)):
         yield _Shard(index, texts)
+
+
+def _write_shard(out: Path, shard: _Shard, logits: np.ndarray) -> None:
+    """A shard's logits and the digest of its texts, as ``label_corpus`` writes them (a test compares
+    every file of a Ray folder with a local one)."""
+    path = shard_path(out, shard.index)
+    atomic_save_npy(path, logits)
+    atomic_write_bytes(digest_path(path), (texts_digest(shard.texts) + "\n").encode("utf-8"))
 
 
 def _schedule(
@@ -294,7 +316,7 @@ def _schedule(
                 break
             shards += 1
             texts_seen += len(shard.texts)
-            if not _shard_is_complete(shard_path(out, shard.index), len(shard.texts), width):
+            if not _shard_is_complete(shard_path(out, shard.index), shard.texts, width):
                 return shard
             bar.update(len(shard.texts))  # done by an earlier run
         return None
@@ -309,11 +331,17 @@ def _schedule(
                 worker.in_flight += 1
         if not run.pending and exhausted and not run.retry:
             return shards, texts_seen
-        (ref,), _ = ray.wait([*run.pending, *run.starting], num_returns=1)
+        # In slices, so that Ctrl-C reaches Python (a wait without timeout blocks in Ray's C++ code).
+        ready: list[Any] = []
+        while not ready:
+            ready, _ = ray.wait([*run.pending, *run.starting], num_returns=1, timeout=WAIT_SLICE_S)
+        ref = ready[0]
         if ref in run.starting:
             worker = run.starting.pop(ref)
             try:
                 worker.info = ray.get(ref)
+                if run.first_ready is None:
+                    run.first_ready = time.perf_counter()
             except RayActorError as exc:  # it could not start (e.g. no teacher files, a bad node)
                 run.lose(worker, exc)
             continue
@@ -323,7 +351,7 @@ def _schedule(
             logits, seconds = ray.get(ref)
         except RayActorError as exc:
             shard.attempts += 1
-            run.retried_shards += 1
+            run.retried.append(shard.index)
             if shard.attempts > run.max_retries:
                 raise LabelingError(f"shard {shard.index} was lost with {shard.attempts} workers: {exc}") from exc
             run.retry.appendleft(shard)
@@ -331,12 +359,13 @@ def _schedule(
             continue
         if logits.shape != (len(shard.texts), width):
             raise LabelingError(f"shard {shard.index}: the worker returned logits {logits.shape}")
-        atomic_save_npy(shard_path(out, shard.index), logits)
+        _write_shard(out, shard, logits)
+        run.last_written = time.perf_counter()
         worker.shards += 1
         worker.texts += len(shard.texts)
         worker.busy_s += seconds
         bar.update(len(shard.texts))
-        bar.set_postfix(workers=len(run.ready()), retried=run.retried_shards, refresh=False)
+        bar.set_postfix(workers=len(run.ready()), retried=len(run.retried), refresh=False)
         if on_shard is not None and worker.info is not None:
             on_shard(ShardDone(shard.index, len(shard.texts), worker.info))
 
@@ -345,8 +374,9 @@ def format_summary(shards: int, computed: int, labeled: int, seconds: float, sum
     rate = labeled / seconds if seconds > 0 else 0.0
     lines = [
         f"ray labeling: {shards} shards ({computed} labeled now, {shards - computed} already done), "
-        f"{labeled} texts in {seconds:.1f} s = {rate:.1f} texts/s; {summary['nodes']} nodes, "
-        f"{summary['workers_started']} workers started, {summary['workers_lost']} lost, "
+        f"{labeled} texts in {seconds:.1f} s = {rate:.1f} texts/s "
+        f"({summary['labeling_texts_per_s'] or 0:.1f} texts/s once the first worker was up); "
+        f"{summary['nodes']} nodes, {summary['actors']} teacher actors, {summary['workers_lost']} lost, "
         f"{summary['shards_retried']} shard(s) retried",
         f"{'worker':>6} {'node':>10} {'pid':>8} {'device':>22} {'shards':>6} {'texts':>8} {'busy s':>8} {'texts/s':>8}",
     ]

@@ -51,6 +51,14 @@ def ray_session(settings: RayConfig) -> Iterator[Any]:
         ray.shutdown()
 
 
+def connected_address(ray: Any) -> str:
+    """The address of the cluster this process is connected to (for the step's summary)."""
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # Ray Client connections have no GCS address to show
+        return "(unknown)"
+
+
 @dataclass(frozen=True)
 class Capacity:
     """What the connected cluster holds now (an autoscaling cluster may grow later)."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 
 from service.api.deps import RegistryDep, SettingsDep, check_limits
-from service.api.inference import run_model, set_timing, student_results, teacher_results, until_client_leaves
+from service.api.inference import (
+    gather_or_cancel,
+    run_model,
+    set_timing,
+    student_results,
+    teacher_results,
+    until_client_leaves,
+)
 from service.api.responses import INFERENCE_ERRORS
 from service.api.schemas import (
     ClassifyRequest,
@@ -61,7 +66,7 @@ async def compare(
             f"labels {teacher.labels}; they cannot be compared"
         )
     s, t = await until_client_leaves(
-        request, asyncio.gather(run_model(student, body.texts), run_model(teacher, body.texts))
+        request, gather_or_cancel(run_model(student, body.texts), run_model(teacher, body.texts))
     )
     set_timing(response, max(s.queue_ms, t.queue_ms), max(s.inference_ms, t.inference_ms))
     items = [

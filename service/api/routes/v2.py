@@ -9,10 +9,10 @@ student, ``coverage`` (FP32 [n]). Errors keep the service's one error shape, a J
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from service.api.deps import RegistryDep, SettingsDep, StateDep, check_limits
 from service.api.inference import run_model, set_timing, until_client_leaves
@@ -36,6 +36,8 @@ from service.runtimes import Predictions
 INPUT_NAME = "text"
 SERVER_NAME = "sparse-distillation"
 SERVER_VERSION = "0.1.0"
+
+ModelNamePath = Annotated[str, Path(min_length=1, max_length=200, description="A loaded model's name")]
 
 health_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
@@ -75,7 +77,7 @@ def _outputs_of(model: ServedModel) -> list[TensorMetadata]:
 
 @router.get("/models/{model_name}", response_model=ModelMetadata, summary="Model metadata",
             responses=METADATA_ERRORS)
-async def model_metadata(model_name: str, registry: RegistryDep) -> ModelMetadata:
+async def model_metadata(model_name: ModelNamePath, registry: RegistryDep) -> ModelMetadata:
     model = registry.by_name(model_name)
     return ModelMetadata(
         name=model.name,
@@ -87,7 +89,7 @@ async def model_metadata(model_name: str, registry: RegistryDep) -> ModelMetadat
 
 @router.get("/models/{model_name}/ready", response_model=ModelReadyResponse, summary="Model ready",
             responses=METADATA_ERRORS)
-async def model_ready(model_name: str, registry: RegistryDep) -> ModelReadyResponse:
+async def model_ready(model_name: ModelNamePath, registry: RegistryDep) -> ModelReadyResponse:
     model = registry.by_name(model_name)
     if not model.ready:
         raise NotReady(f"model {model_name!r} is not ready")
@@ -140,7 +142,7 @@ def _tensors(model: ServedModel, predictions: Predictions) -> dict[str, Response
 @router.post("/models/{model_name}/infer", response_model=InferenceResponse, summary="Inference",
              responses=INFERENCE_ERRORS)
 async def infer(
-    model_name: str, body: InferenceRequest, request: Request, response: Response,
+    model_name: ModelNamePath, body: InferenceRequest, request: Request, response: Response,
     registry: RegistryDep, settings: SettingsDep,
 ) -> InferenceResponse:
     model = registry.by_name(model_name)

@@ -140,3 +140,28 @@ async def test_a_client_that_disconnects_is_dropped_before_inference(serve: Any)
     assert sent[0]["status"] == 499
     assert "the client leaves" not in gate.ran
     assert metric(metrics, 'sd_rejected_total{model="mr-tiny",reason="client_gone"}') == 1
+
+
+async def test_compare_refused_by_a_full_teacher_queue_does_not_run_its_student_part(
+    serve: Any, tiny_teacher: Any
+) -> None:
+    # The student's window stays open (5 s) until its batch of 2 texts is full, so the compare's
+    # student part is still waiting there when the teacher part is refused.
+    async with serve(teacher=[tiny_teacher], max_batch_size=2, teacher_max_batch_size=1,
+                     teacher_onnx_batch_size=1, max_queue_size=1, max_wait_ms=5000.0) as client:
+        registry = app_of(client).state.service.registry
+        student_gate = Gate(registry.get("student").batcher)
+        student_gate.open.set()
+        teacher_gate = Gate(registry.get("teacher").batcher)
+        held = asyncio.ensure_future(client.post("/v1/teacher/classify", json={"texts": ["held"]}))
+        await asyncio.to_thread(teacher_gate.entered.wait, 10)
+        waiting = asyncio.ensure_future(client.post("/v1/teacher/classify", json={"texts": ["waiting"]}))
+        await wait_until(lambda: registry.get("teacher").batcher.depth == 1)
+        compare = await client.post("/v1/compare", json={"texts": ["compared text"]})
+        assert compare.status_code == 503 and compare.json()["error"]["type"] == "queue_full"
+        # Fill the student's batch so its window closes now; the compare's text must be skipped.
+        after = await client.post("/v1/classify", json={"texts": ["one", "two"]})
+        teacher_gate.open.set()
+        assert [r.status_code for r in await asyncio.gather(held, waiting)] == [200, 200]
+    assert after.status_code == 200
+    assert "compared text" not in student_gate.ran

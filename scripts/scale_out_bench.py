@@ -1,0 +1,198 @@
+"""Labeling throughput of engine = "ray" with 1 and 2 workers on this machine, beside the local step.
+
+    .venv/bin/python scripts/scale_out_bench.py                      # defaults below
+    .venv/bin/python scripts/scale_out_bench.py --texts 2000 --shard-size 100 --workers 1 2 --repeat 2
+
+The corpus is the first ``--texts`` lines of the 1,500 full MR reviews (DESIGN.md section 5), written
+as a bench run's ``data/corpus.txt``; the teacher is an exported teacher folder (default
+``models/mr-demo-teacher``, the MiniLM-L6 teacher of configs/mr-demo.toml). Each Ray measurement gets
+a fresh local cluster (training/scale/local_cluster.py) of one 1-CPU node per worker, so a worker is a
+teacher actor with one onnxruntime thread; the local rows run the same teacher in this process with 1
+and 2 threads. Every measurement labels the whole corpus from an empty labels folder and reports:
+- step s / step texts/s: the whole step, start-up included (connecting, shipping the teacher, actors
+  loading it);
+- labeling texts/s: from the first ready actor to the last shard written (Ray rows only);
+- per worker texts/s: texts over the time each actor spent inside the teacher.
+Writes ``--out`` (default reports/scale-out.md) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig  # noqa: E402
+from training.data import mr_review_lines  # noqa: E402
+from training.labeling import DONE_FILE, LABELS_DIR, label_corpus  # noqa: E402
+from training.scale.labeling import label_corpus_ray  # noqa: E402
+from training.scale.local_cluster import LocalCluster  # noqa: E402
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: int) -> RunConfig:
+    """A run folder holding only what the label step reads: data/corpus.txt and data/labels.json."""
+    manifest = json.loads((teacher_dir / "manifest.json").read_text())
+    if not teacher_dir.name.endswith("-teacher"):
+        raise SystemExit(f"{teacher_dir}: an exported teacher folder is named <run name>-teacher")
+    data = root / "run" / "data"
+    data.mkdir(parents=True)
+    (data / "corpus.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    (data / "labels.json").write_text(json.dumps(manifest["labels"]), encoding="utf-8")
+    exported = manifest.get("config", {}).get("labeling", {})
+    return RunConfig(
+        name=teacher_dir.name.removesuffix("-teacher"),
+        workdir=str(root / "run"),
+        models_dir=str(teacher_dir.parent),
+        labeling=LabelingConfig(
+            batch_size=int(exported.get("batch_size", 64)),
+            shard_size=shard_size,
+            max_length=int(exported.get("max_length", 512)),  # must match the export
+            backend="onnx",
+        ),
+    )
+
+
+def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
+    shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
+    local = dataclasses.replace(config, teacher=TeacherConfig(threads=threads))
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    label_corpus(local)
+    seconds = time.perf_counter() - started
+    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    return {"engine": "local", "workers": 1, "threads": threads, "step_s": seconds,
+            "step_rate": done["texts"] / seconds, "labeling_rate": None, "worker_rates": [], "load1": load}
+
+
+def measure_ray(config: RunConfig, workers: int) -> dict[str, Any]:
+    shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
+    with LocalCluster(nodes=workers, cpus_per_node=1, object_store_mb=300) as cluster:
+        on_ray = dataclasses.replace(config, engine="ray", ray=RayConfig(address=cluster.address))
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        label_corpus_ray(on_ray)
+        seconds = time.perf_counter() - started
+    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    summary = done["ray"]
+    rates = [w["texts_per_s"] for w in summary["workers"] if w["texts_per_s"]]
+    return {"engine": "ray", "workers": workers, "threads": 1, "step_s": seconds,
+            "step_rate": done["texts"] / seconds, "labeling_rate": summary["labeling_texts_per_s"],
+            "worker_rates": rates, "load1": load}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, teacher: Path) -> str:
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["engine"], row["workers"], row["threads"]), []).append(row)
+    table = [
+        "| engine | workers | threads each | step s | step texts/s | labeling texts/s | per worker texts/s "
+        "| load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    medians: dict[tuple[str, int, int], float | None] = {}
+    for key, group in groups.items():
+        medians[key] = _median(group, "labeling_rate") if key[0] == "ray" else _median(group, "step_rate")
+        per_worker = ", ".join(f"{r:.0f}" for g in group for r in g["worker_rates"]) or "-"
+        loads = ", ".join(f"{g['load1']:.1f}" for g in group)
+        table.append(f"| {key[0]} | {key[1]} | {key[2]} | {_fmt(_median(group, 'step_s'))} | "
+                     f"{_fmt(_median(group, 'step_rate'))} | {_fmt(_median(group, 'labeling_rate'))} | "
+                     f"{per_worker} | {loads} |")
+    one, two = medians.get(("ray", 1, 1)), medians.get(("ray", 2, 1))
+    speedup = f"{two / one:.2f}x" if one and two else "n/a"
+    command = "python scripts/scale_out_bench.py " + " ".join(sys.argv[1:])
+    return "\n".join([
+        "# Scale-out: teacher labeling on Ray, 1 and 2 workers",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {os.cpu_count()} CPU cores ({_cpu_model()}), "
+        f"Python {platform.python_version()}, Ray {_ray_version()}, a machine shared with other jobs "
+        "(the load column is the 1-minute load average when each run started).",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Teacher: `{teacher}` (exported ONNX). Corpus: the first {texts} lines of the MR full reviews, "
+        f"{args.shard_size} texts a shard. Each row is the median of {args.repeat} run(s); per-worker and "
+        "load columns list every run. A Ray worker is a 1-CPU teacher actor (one onnxruntime thread) on its "
+        "own 1-CPU node of a local cluster; the local rows are the ordinary `label` step in one process.",
+        "",
+        *table,
+        "",
+        "- step s / step texts/s: the whole step, start-up included (connecting, shipping the teacher, actors "
+        "loading it); labeling texts/s: from the first ready actor to the last shard written; per worker: "
+        "texts over the seconds each actor spent in the teacher.",
+        f"- Labeling rate, 2 Ray workers over 1: {speedup}. This machine has 2 cores, so 2 workers compete "
+        "with each other, with the driver and raylets, and with every other process here; on a real cluster "
+        "each worker brings its own cores (or GPU), which is the point of the engine.",
+    ]) + "\n"
+
+
+def _ray_version() -> str:
+    import ray
+
+    return str(ray.__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, default=REPO / "models" / "mr-demo-teacher")
+    parser.add_argument("--texts", type=int, default=2000, help="corpus lines to label")
+    parser.add_argument("--shard-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--no-local", action="store_true", help="skip the local rows")
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "data", help="the MR data cache")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "scale-out.md")
+    args = parser.parse_args(argv)
+    if not (args.teacher / "manifest.json").is_file():
+        parser.error(f"{args.teacher}: no exported teacher (make train, or --teacher DIR)")
+    texts = mr_review_lines(args.cache)[: args.texts]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="scale-out-bench-") as tmp:
+        config = bench_config(Path(tmp), args.teacher.resolve(), texts, args.shard_size)
+        for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits every row alike
+            for workers in args.workers:
+                rows.append(measure_ray(config, workers))
+                print(rows[-1], flush=True)
+            if not args.no_local:
+                for threads in (1, 2):
+                    rows.append(measure_local(config, threads))
+                    print(rows[-1], flush=True)
+    report = render(rows, args, len(texts), args.teacher)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

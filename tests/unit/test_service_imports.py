@@ -1,0 +1,24 @@
+"""The service never imports torch, transformers or training code (DESIGN.md section 2), and builds
+nothing at import time (STYLE.md 2): checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import sys
+import service.__main__, service.app
+from service.app import create_app
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "training"))
+print(heavy)
+"""
+
+
+def test_the_service_imports_no_torch_and_no_training_code() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
