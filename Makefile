@@ -38,6 +38,10 @@ test: data
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q
 
+# schemathesis against the service's own OpenAPI on a real server process (about 3 minutes).
+fuzz: install
+	$(PY) scripts/fuzz.py
+
 serve: install
 	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
 

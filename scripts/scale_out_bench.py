@@ -116,18 +116,20 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, tea
     for row in rows:
         groups.setdefault((row["engine"], row["workers"], row["threads"]), []).append(row)
     table = [
-        "| engine | workers | threads each | step s | step texts/s | labeling texts/s | per worker texts/s "
-        "| load (1 min) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | workers | threads each | step s | step texts/s | labeling texts/s | labeling texts/s, each run "
+        "| per worker texts/s, each run | load (1 min), each run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     medians: dict[tuple[str, int, int], float | None] = {}
     for key, group in groups.items():
         medians[key] = _median(group, "labeling_rate") if key[0] == "ray" else _median(group, "step_rate")
-        per_worker = ", ".join(f"{r:.0f}" for g in group for r in g["worker_rates"]) or "-"
+        rate_key = "labeling_rate" if key[0] == "ray" else "step_rate"
+        each_run = ", ".join(f"{g[rate_key]:.0f}" for g in group if g[rate_key] is not None)
+        per_worker = "; ".join("+".join(f"{r:.0f}" for r in g["worker_rates"]) for g in group) or "-"
         loads = ", ".join(f"{g['load1']:.1f}" for g in group)
         table.append(f"| {key[0]} | {key[1]} | {key[2]} | {_fmt(_median(group, 'step_s'))} | "
                      f"{_fmt(_median(group, 'step_rate'))} | {_fmt(_median(group, 'labeling_rate'))} | "
-                     f"{per_worker} | {loads} |")
+                     f"{each_run} | {per_worker} | {loads} |")
     one, two = medians.get(("ray", 1, 1)), medians.get(("ray", 2, 1))
     speedup = f"{two / one:.2f}x" if one and two else "n/a"
     command = "python scripts/scale_out_bench.py " + " ".join(sys.argv[1:])
@@ -141,15 +143,17 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, tea
         f"Command: `{command.strip()}`",
         "",
         f"Teacher: `{teacher}` (exported ONNX). Corpus: the first {texts} lines of the MR full reviews, "
-        f"{args.shard_size} texts a shard. Each row is the median of {args.repeat} run(s); per-worker and "
-        "load columns list every run. A Ray worker is a 1-CPU teacher actor (one onnxruntime thread) on its "
+        f"{args.shard_size} texts a shard. Each row is the median of {args.repeat} run(s), interleaved "
+        "(ray 1, ray 2, local 1, local 2, then again); the \"each run\" columns list every run (for a local "
+        f"row its step rate). Raw rows: `{args.out.with_suffix('.json').name}`. "
+        "A Ray worker is a 1-CPU teacher actor (one onnxruntime thread) on its "
         "own 1-CPU node of a local cluster; the local rows are the ordinary `label` step in one process.",
         "",
         *table,
         "",
         "- step s / step texts/s: the whole step, start-up included (connecting, shipping the teacher, actors "
         "loading it); labeling texts/s: from the first ready actor to the last shard written; per worker: "
-        "texts over the seconds each actor spent in the teacher.",
+        "texts over the seconds each actor spent in the teacher (worker rates of one run joined by +).",
         f"- Labeling rate, 2 Ray workers over 1: {speedup}. This machine has 2 cores, so 2 workers compete "
         "with each other, with the driver and raylets, and with every other process here; on a real cluster "
         "each worker brings its own cores (or GPU), which is the point of the engine.",
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     report = render(rows, args, len(texts), args.teacher)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(report)
     return 0
 

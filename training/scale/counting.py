@@ -101,8 +101,11 @@ class CountReducer:
                 merged = np.concatenate([best_keys, keys]), np.concatenate([best_counts, counts])
                 best_keys, best_counts = top_k(*merged, k)
             path.unlink()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.close()
         return best_keys, best_counts
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def find_strings(texts: Sequence[str], settings: FeaturizerSettings, wanted: Keys) -> tuple[Keys, list[str]]:
@@ -136,23 +139,26 @@ def count_top_ngrams_ray(config: RunConfig, ray: Any, total: int) -> tuple[Keys,
     mapper = ray.remote(count_chunk).options(num_cpus=1, num_returns=reducers)
     in_flight: deque[tuple[int, list[Any]]] = deque()  # (texts, the reducers' add() refs) per chunk
     chunks = 0
-    with tqdm(total=total, desc=f"count n-grams (ray, {reducers} reducers)", unit=" texts", mininterval=1.0,
-              disable=None) as bar:
-        for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts):
-            parts = mapper.remote(texts, settings, reducers)
-            parts = parts if reducers > 1 else [parts]
-            in_flight.append((len(texts), [a.add.remote(p) for a, p in zip(actors, parts, strict=True)]))
-            chunks += 1
-            while len(in_flight) >= window:
-                size, refs = in_flight.popleft()
+    try:
+        with tqdm(total=total, desc=f"count n-grams (ray, {reducers} reducers)", unit=" texts",
+                  mininterval=1.0, disable=None) as bar:
+            for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts):
+                parts = mapper.remote(texts, settings, reducers)
+                parts = parts if reducers > 1 else [parts]
+                in_flight.append((len(texts), [a.add.remote(p) for a, p in zip(actors, parts, strict=True)]))
+                chunks += 1
+                while len(in_flight) >= window:
+                    size, refs = in_flight.popleft()
+                    _get(ray, refs)
+                    bar.update(size)
+            for size, refs in in_flight:
                 _get(ray, refs)
                 bar.update(size)
-        for size, refs in in_flight:
-            _get(ray, refs)
-            bar.update(size)
-    candidates = _get(ray, [a.top.remote(config.vocab.size) for a in actors])
-    for actor in actors:
-        ray.kill(actor)
+        candidates = _get(ray, [a.top.remote(config.vocab.size) for a in actors])
+    finally:  # on failure too: their spill folders go first (a killed actor cannot clean up)
+        ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=30)
+        for actor in actors:
+            ray.kill(actor)
     keys = np.concatenate([c[0] for c in candidates]) if candidates else np.empty(0, dtype=np.uint64)
     counts = np.concatenate([c[1] for c in candidates]) if candidates else np.empty(0, dtype=np.int64)
     best_keys, best_counts = top_k(keys, counts, config.vocab.size)

@@ -1,0 +1,175 @@
+"""reports/bench.{md,json,png} from the results of one ``make bench`` run.
+
+``render_markdown`` is pure (a report dict in, text out) and unit-tested; ``write_chart`` draws
+samples/s per system on a log axis, one panel per workload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtest.bench_core import (
+    Goal,
+    fmt_rate,
+    goals_table,
+    speedup_table,
+    speedups,
+    throughput_table,
+)
+
+GIB = 2**30
+MIB = 2**20
+
+
+def _size(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / GIB:.2f} GiB" if value >= GIB else f"{value / MIB:.1f} MiB"
+
+
+def memory_table(memory: dict[str, dict[str, Any]]) -> str:
+    lines = ["| system | RSS loaded | RSS end | peak RSS | table | rows gathered | table pages touched | "
+             "mapped (smaps Rss) | in page cache (mincore) |", "|---" * 9 + "|"]
+    for system, m in memory.items():
+        has_table = "table_bytes" in m
+        rows = f"{m['rows_gathered']:,} of {m['table_shape'][0]:,}" if has_table else ""
+        lines.append(
+            f"| {system} | {_size(m.get('rss_bytes_loaded'))} | {_size(m.get('rss_bytes_end'))} | "
+            f"{_size(m.get('peak_rss_bytes'))} | "
+            + (f"{_size(m['table_bytes'])} ({m['table_shape'][0]:,} x {m['table_shape'][1]} {m['table_dtype']}) | "
+               f"{rows} | {_size(m['touched_bytes'])} | {_size(m['mapped_rss_bytes'])} | "
+               f"{_size(m['page_cache_resident_bytes'])} |" if has_table else "| | | | |")
+        )
+    return "\n".join(lines)
+
+
+def gather_table(rows: Sequence[dict[str, Any]], copy_bytes_per_s: float) -> str:
+    lines = ["| student | workload | batch | threads | featurize share | gather share | gathered bytes/sample | "
+             "gather GB/s | of copy bandwidth |", "|---" * 9 + "|"]
+    for r in rows:
+        if r.get("gather_gb_per_s") is None:
+            continue
+        share = r["gather_gb_per_s"] * 1e9 / copy_bytes_per_s if copy_bytes_per_s else 0.0
+        lines.append(
+            f"| {r['system']} | {r['workload']} | {r['batch_size']} | {r['threads']} | "
+            f"{r['featurize_share']:.0%} | {r['gather_share']:.0%} | {r['gather_bytes_per_sample']:,} | "
+            f"{r['gather_gb_per_s']:.2f} | {share:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any], goals: Sequence[Goal]) -> str:
+    rows = report["rows"]
+    systems = list(report["systems"])
+    students = [s for s in systems if report["systems"][s]["kind"] == "student"]
+    others = [s for s in systems if s not in students]
+    workloads = list(report["workloads"])
+    out = [
+        "# Benchmark: text in -> probabilities out",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}  ",
+        f"Date: {report['date']}  ",
+        f"Load average (1, 5, 15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}; "
+        f"{report['load_note']}",
+        "",
+        "Every figure includes tokenization / featurization: a system gets raw texts and returns label "
+        "probabilities. Each cell is warmed up, then timed as several passes over the same texts; the "
+        "median pass is reported (slow cells: fewer texts, one pass; see `repeats` and `samples` in "
+        "bench.json). Threads = intra-op threads of onnxruntime / torch; the student's featurizer and "
+        "gather are single-threaded numpy (only its ONNX head uses the threads), and fastText's predict is "
+        "single-threaded whatever the setting.",
+        "",
+        "## Workloads",
+        "",
+        "| workload | texts | mean words |",
+        "|---|---|---|",
+        *[f"| {w} | {v['texts']:,} | {v['mean_words']:.1f} |" for w, v in report["workloads"].items()],
+        "",
+        "## Systems",
+        "",
+        "| system | what |",
+        "|---|---|",
+        *[f"| {s} | {v['description']} |" for s, v in report["systems"].items()],
+        "",
+        "## Goals",
+        "",
+        goals_table(goals),
+        "",
+    ]
+    for w in workloads:
+        out += [f"## Throughput, {w} (samples/s)", "", throughput_table(rows, systems, w), ""]
+    baselines = [s for s in others if report["systems"][s]["kind"] != "fasttext"]
+    ups = speedups(rows, students, baselines)
+    out += ["## Student speed-up over each teacher", "", speedup_table(ups), ""]
+    fasttext = [s for s in others if report["systems"][s]["kind"] == "fasttext"]
+    if fasttext:
+        out += ["## Student throughput relative to fastText (1.0 = as fast)", "",
+                speedup_table(speedups(rows, students, fasttext)).replace("speed-up", "ratio"), ""]
+    copy = float(report.get("copy_bytes_per_s") or 0.0)
+    out += [
+        "## Gather bandwidth",
+        "",
+        f"Memory copy bandwidth of this machine, same run (numpy copy of a 256 MiB array, bytes read per "
+        f"second, median of 5): {copy / 1e9:.2f} GB/s. Gather bandwidth = bytes of the distinct rows a "
+        "batch gathers (in the table's dtype) / time inside `EmbeddingTable.gather`.",
+        "",
+        gather_table(rows, copy),
+        "",
+        "## Memory",
+        "",
+        "RSS of each system's own process (loaded = after loading, end = after all its cells). For a "
+        "student: the table's size on disk; pages the gathers touched (exact, from the rows gathered and the "
+        "shard layout); the shard mappings' Rss in /proc/self/smaps (kernel fault-around maps 64 KiB around "
+        "each read fault, so it exceeds the touched set); and the shards' pages in the page cache (mincore).",
+        "",
+        memory_table(report["memory"]),
+        "",
+    ]
+    for note in report.get("notes", []):
+        out.append(f"- {note}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    systems = list(report["systems"])
+    workloads = list(report["workloads"])
+    cells = sorted({(int(r["batch_size"]), int(r["threads"])) for r in rows})
+    fig, axes = plt.subplots(1, len(workloads), figsize=(7 * len(workloads), 0.55 * len(systems) * len(cells) + 2),
+                             squeeze=False)
+    by = {(r["workload"], r["system"], int(r["batch_size"]), int(r["threads"])): r for r in rows}
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        labels, positions = [], []
+        y = 0.0
+        for system in systems:
+            for i, (b, t) in enumerate(cells):
+                row = by.get((workload, system, b, t))
+                if row is None:
+                    continue
+                value = float(row["samples_per_s"])
+                ax.barh(y, value, color=colors[i % len(colors)], label=f"batch {b}, {t} thr" if system == systems[0]
+                        else None)
+                ax.text(value, y, " " + fmt_rate(value), va="center", fontsize=7)
+                y += 1
+            labels.append(system)
+            positions.append(y - len(cells) / 2 - 0.5)
+            y += 0.8
+        ax.set_xscale("log")
+        ax.set_yticks(positions, labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("samples/s (log scale), tokenization included")
+        ax.set_title(f"{workload} (mean {report['workloads'][workload]['mean_words']:.0f} words)")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"Text in -> probabilities out, {report['machine_short']}, {report['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,288 @@
+"""The systems ``make bench`` times, each text in -> probabilities out, and the timing loop.
+
+Each system runs in its own fresh process (``scripts/bench.py`` spawns one per system), so its RSS is
+its own, its thread pools meet no other library's, and a crash loses one system's rows only. Heavy
+libraries (torch, transformers, fasttext) are imported inside the functions that need them: the
+student and ONNX children never load torch.
+
+Kinds of system:
+- ``student``: ``StudentRuntime`` (shared featurizer + memory-mapped shards + ONNX head), instrumented
+  to time its featurizer and its gather and to record which rows it gathered;
+- ``teacher-onnx``: ``TeacherRuntime`` (``tokenizers`` + onnxruntime), batches sorted by length;
+- ``hf-pytorch``: a Hugging Face checkpoint in PyTorch eager mode (``training.teacher.predict_logits``:
+  the fast tokenizer, length-sorted batches padded to their longest text), then a softmax;
+- ``fasttext``: a fastText supervised model; texts are lowercased and split with the student's token
+  pattern first (included in the timing). fastText 0.9.3's list ``predict`` (C++ ``multilinePredict``)
+  is used for every batch size, since its single-text form breaks under numpy 2 (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from loadtest.bench_core import plan_cell, samples_per_second, spread
+from loadtest.bench_memory import (
+    copy_bandwidth,
+    loadavg,
+    mapped_rss,
+    page_cache_resident,
+    peak_rss_bytes,
+    rss_bytes,
+    touched_pages,
+)
+
+Kind = Literal["student", "teacher-onnx", "hf-pytorch", "fasttext"]
+Predict = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    key: str  # the name in the report, e.g. "student-demo"
+    kind: Kind
+    path: str  # model folder, checkpoint folder, or fastText .bin
+    description: str
+    max_length: int = 512  # transformers: truncation in tokens (special tokens included)
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: tuple[int, ...] = (1, 2)
+    repeat_s: float = 2.0  # aim of one timed pass
+    cell_s: float = 6.0  # aim of all passes of a cell
+    max_repeats: int = 5
+    warmup_s: float = 0.5
+
+
+@dataclass
+class StudentProbe:
+    """Counters the instrumented student fills while it runs."""
+
+    featurize_s: float = 0.0
+    gather_s: float = 0.0
+    gather_bytes: int = 0
+    gathered: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def reset(self) -> None:
+        self.featurize_s = self.gather_s = 0.0
+        self.gather_bytes = 0
+
+
+# --- the timing loop ----------------------------------------------------------------------------
+
+
+def run_batches(predict: Predict, texts: Sequence[str], batch_size: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        predict(texts[start : start + batch_size])
+    return time.perf_counter() - started
+
+
+def time_cell(predict: Predict, texts: Sequence[str], batch_size: int, settings: TimingSettings,
+              probe: StudentProbe | None = None) -> dict[str, Any]:
+    """Warm up, plan, then time ``repeats`` passes over the same prefix of ``texts``."""
+    small = list(texts[: min(batch_size, 2)])
+    started = time.perf_counter()
+    predict(small)  # first call: lazy initialisation, allocations
+    per_sample = (time.perf_counter() - started) / len(small)
+    if per_sample * batch_size < settings.warmup_s:
+        warm_until = time.perf_counter() + settings.warmup_s
+        calls = 0
+        while calls < 3 or time.perf_counter() < warm_until:
+            batch = list(texts[calls * batch_size % len(texts) :][:batch_size]) or small
+            t0 = time.perf_counter()
+            predict(batch)
+            per_sample = (time.perf_counter() - t0) / len(batch)
+            calls += 1
+    plan = plan_cell(per_sample, batch_size, len(texts), settings.repeat_s, settings.cell_s, settings.max_repeats)
+    chosen = list(texts[: plan.samples])
+    if probe is not None:
+        probe.reset()
+    passes = [run_batches(predict, chosen, batch_size) for _ in range(plan.repeats)]
+    row: dict[str, Any] = {
+        "batch_size": batch_size,
+        "samples_per_s": samples_per_second(plan.samples, passes),
+        "samples": plan.samples,
+        "repeats": plan.repeats,
+        "pass_s": [round(p, 4) for p in passes],
+        "spread": round(spread(passes), 3),
+        "mean_words": round(float(np.mean([len(t.split()) for t in chosen])), 1),
+        "loadavg_1m": loadavg()[0],
+    }
+    if probe is not None:
+        total = sum(passes)
+        row["featurize_share"] = round(probe.featurize_s / total, 3)
+        row["gather_share"] = round(probe.gather_s / total, 3)
+        row["gather_bytes_per_sample"] = round(probe.gather_bytes / (plan.samples * plan.repeats))
+        row["gather_gb_per_s"] = round(probe.gather_bytes / probe.gather_s / 1e9, 3) if probe.gather_s else None
+    return row
+
+
+# --- the systems ------------------------------------------------------------------------------------
+
+BatchPredict = Callable[[Sequence[str], int], npt.NDArray[np.float32]]  # (texts, batch size) -> probs
+TokenCount = Callable[[list[str]], list[int]]  # tokens per text, for the report (transformers only)
+
+
+@dataclass
+class Loaded:
+    predict: BatchPredict
+    tokens: TokenCount | None = None
+    runtime: Any = None  # the student runtime, for its memory facts
+
+
+def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
+    from service.student_runtime import StudentRuntime
+
+    runtime = StudentRuntime.load(spec.path, threads=threads, verify_checksums=False)
+    if probe.gathered.size != runtime.manifest.vocab_size:
+        probe.gathered = np.zeros(runtime.manifest.vocab_size, dtype=bool)
+    table = runtime.table
+    row_bytes = table.dim * np.dtype(runtime.manifest.shard_dtype).itemsize
+    gather, occurrences = table.gather, runtime.featurizer.occurrences
+
+    def timed_gather(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        t0 = time.perf_counter()
+        out = gather(rows)
+        probe.gather_s += time.perf_counter() - t0
+        probe.gather_bytes += int(rows.size) * row_bytes
+        probe.gathered[rows] = True
+        return out
+
+    def timed_occurrences(texts: Sequence[str]) -> Any:
+        t0 = time.perf_counter()
+        out = occurrences(texts)
+        probe.featurize_s += time.perf_counter() - t0
+        return out
+
+    # Instance attributes shadow the methods; mean_pool and pool call them through the instances.
+    setattr(table, "gather", timed_gather)  # noqa: B010
+    setattr(runtime.featurizer, "occurrences", timed_occurrences)  # noqa: B010
+    return Loaded(lambda texts, _b: runtime.predict(texts).probabilities, runtime=runtime)
+
+
+def _teacher_onnx(spec: SystemSpec, threads: int) -> Loaded:
+    from service.teacher_runtime import TeacherRuntime
+
+    runtime = TeacherRuntime.load(spec.path, threads=threads, verify_checksums=False)
+    return Loaded(
+        lambda texts, b: runtime.predict(texts, batch_size=b),
+        tokens=lambda texts: [len(e.ids) for e in runtime.encode(texts)],
+    )
+
+
+def _fasttext(spec: SystemSpec) -> Loaded:
+    import fasttext
+
+    from service.featurizer import FeaturizerSettings, Tokenizer
+
+    model = fasttext.load_model(spec.path)
+    tokenize = Tokenizer(FeaturizerSettings())
+    labels = sorted(model.get_labels())
+    column = {name: i for i, name in enumerate(labels)}
+
+    def predict(texts: Sequence[str], _batch_size: int) -> npt.NDArray[np.float32]:
+        found, probs = model.predict([" ".join(tokenize(t)) for t in texts], k=-1)
+        out = np.zeros((len(texts), len(labels)), dtype=np.float32)
+        for i, (names, p) in enumerate(zip(found, probs, strict=True)):
+            out[i, [column[n] for n in names]] = p
+        return out
+
+    return Loaded(predict)
+
+
+def _hf_pytorch(spec: SystemSpec, threads: int) -> Loaded:
+    import torch
+
+    from service.student_runtime import softmax
+    from training.teacher import load_classifier, max_input_tokens, predict_logits
+
+    torch.set_num_threads(threads)
+    tokenizer, model = load_classifier(Path(spec.path))
+    model.eval()
+    length = min(spec.max_length, max_input_tokens(model.config))
+
+    def predict(texts: Sequence[str], batch_size: int) -> npt.NDArray[np.float32]:
+        return softmax(predict_logits(model, tokenizer, texts, batch_size, length))
+
+    def tokens(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, truncation=True, max_length=length)["input_ids"]]
+
+    return Loaded(predict, tokens)
+
+
+def load_system(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
+    if spec.kind == "student":
+        return _student(spec, threads, probe)
+    if spec.kind == "teacher-onnx":
+        return _teacher_onnx(spec, threads)
+    if spec.kind == "hf-pytorch":
+        return _hf_pytorch(spec, threads)
+    return _fasttext(spec)
+
+
+def _student_memory(runtime: Any, probe: StudentProbe) -> dict[str, Any]:
+    root = Path(runtime.root)
+    paths = [root / s.path for s in runtime.manifest.shards]
+    row_bytes = runtime.table.dim * np.dtype(runtime.manifest.shard_dtype).itemsize
+    pages = 0
+    cached: int | None = 0
+    for entry, shard in zip(runtime.manifest.shards, runtime.table.shards, strict=True):
+        rows = np.flatnonzero(probe.gathered[entry.row_start : entry.row_end])
+        pages += touched_pages(rows, row_bytes, int(getattr(shard, "offset", 0)))
+        resident = page_cache_resident(shard)
+        cached = None if resident is None or cached is None else cached + resident
+    return {
+        "table_bytes": sum(int(s.bytes) for s in runtime.manifest.shards),
+        "table_shape": [runtime.manifest.vocab_size, runtime.manifest.embedding_dim],
+        "table_dtype": runtime.manifest.shard_dtype,
+        "rows_gathered": int(probe.gathered.sum()),
+        "touched_bytes": pages * 4096,
+        "mapped_rss_bytes": mapped_rss(paths),
+        "page_cache_resident_bytes": cached,
+    }
+
+
+def run_system(spec: SystemSpec, workloads: dict[str, list[str]], settings: TimingSettings) -> dict[str, Any]:
+    """Every cell of one system; meant to run in a fresh process. Returns rows, memory and facts."""
+    rows: list[dict[str, Any]] = []
+    facts: dict[str, Any] = {"spec": asdict(spec), "loadavg_start": loadavg()}
+    probe = StudentProbe()
+    is_student = spec.kind == "student"
+    if is_student:
+        facts["copy_bytes_per_s_start"] = copy_bandwidth()
+    rss_loaded = 0
+    loaded: Loaded | None = None
+    for threads in settings.threads:
+        loaded = None  # drop the previous thread count's runtime before loading the next
+        loaded = load_system(spec, threads, probe)
+        rss_loaded = max(rss_loaded, rss_bytes())
+        for batch_size in settings.batch_sizes:
+            predict = loaded.predict
+
+            def call(texts: Sequence[str], predict: BatchPredict = predict, b: int = batch_size) -> Any:
+                return predict(texts, b)
+
+            for workload, texts in workloads.items():
+                row = time_cell(call, texts, batch_size, settings, probe if is_student else None)
+                row.update(workload=workload, system=spec.key, threads=threads, kind=spec.kind)
+                if loaded.tokens is not None:
+                    row["mean_tokens"] = round(float(np.mean(loaded.tokens(list(texts[: row["samples"]])))), 1)
+                rows.append(row)
+                print(f"  {spec.key:24s} {workload:10s} b{batch_size:<3d} t{threads}: "
+                      f"{row['samples_per_s']:>12,.2f} samples/s  ({row['repeats']} x {row['samples']}, "
+                      f"spread {row['spread']:.2f}, load {row['loadavg_1m']})", flush=True)
+    memory: dict[str, Any] = {"rss_bytes_end": rss_bytes(), "rss_bytes_loaded": rss_loaded,
+                              "peak_rss_bytes": peak_rss_bytes()}
+    if is_student and loaded is not None:
+        memory.update(_student_memory(loaded.runtime, probe))
+        facts["copy_bytes_per_s_end"] = copy_bandwidth()
+    facts["loadavg_end"] = loadavg()
+    return {"rows": rows, "memory": memory, "facts": facts}

@@ -1,0 +1,199 @@
+"""``make bench``: text in -> probabilities out, for the students, the teachers and the baselines.
+
+    .venv/bin/python scripts/bench.py                    # every system found, full settings
+    .venv/bin/python scripts/bench.py --quick            # small budgets, 200 texts a workload
+    .venv/bin/python scripts/bench.py --systems student-demo fasttext --threads 1
+
+Systems (each measured in its own fresh process, one after the other, on the same texts):
+- ``student-demo``, ``student-paper``: the exported students (``--student-demo``, ``--student-paper``;
+  skipped when the folder is missing);
+- ``minilm-onnx``: the exported teacher in ``TeacherRuntime``; ``minilm-pytorch``: the fine-tuned teacher
+  checkpoint (``runs/mr-demo/teacher/model``) in PyTorch eager mode;
+- ``roberta-large-pytorch``, ``roberta-large-onnx``: a RoBERTa-Large-shaped classifier with random
+  weights (speed only), built once under ``--cache``;
+- ``fasttext``: fastText trained on the MR training split, built once under ``--cache``.
+
+Writes ``<out>.json`` (rows: workload, system, batch_size, threads, samples_per_s, ...), ``<out>.md``
+and ``<out>.png``; prints each cell as it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from loadtest.bench_core import check_goals  # noqa: E402
+from loadtest.bench_memory import copy_bandwidth, loadavg  # noqa: E402
+from loadtest.bench_prepare import load_workloads, prepare_baselines  # noqa: E402
+from loadtest.bench_report import render_markdown, write_chart  # noqa: E402
+from loadtest.bench_systems import SystemSpec, TimingSettings, run_system  # noqa: E402
+
+ALL_SYSTEMS = ("student-demo", "student-paper", "fasttext", "minilm-onnx", "minilm-pytorch",
+               "roberta-large-onnx", "roberta-large-pytorch")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu_model()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.platform()}"
+
+
+def other_heavy_processes() -> list[str]:
+    """Command lines of other busy processes (e.g. a training run), for the report's load note."""
+    try:
+        out = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
+                             check=False).stdout.splitlines()[1:6]
+    except OSError:
+        return []
+    mine = {str(os.getpid())}
+    return [line.strip()[:120] for line in out if line.strip() and float(line.split()[0]) >= 20.0
+            and not any(p in line for p in mine)]
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh spawned process (its own RSS, its own thread pools)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[SystemSpec]:
+    def describe_student(path: Path) -> str:
+        m = json.loads((path / "manifest.json").read_text())
+        return (f"student {m['name']}: {m['vocab_size']:,} x {m['embedding_dim']} {m['shard_dtype']} n-gram table "
+                f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; featurizer + gather in numpy")
+
+    specs: list[SystemSpec] = []
+    for key, path in (("student-demo", args.student_demo), ("student-paper", args.student_paper)):
+        if key in args.systems and (Path(path) / "manifest.json").is_file():
+            specs.append(SystemSpec(key, "student", str(path), describe_student(Path(path))))
+    if "fasttext" in args.systems and "fasttext" in built:
+        info = Path(built["fasttext"]).with_suffix(".json")
+        extra = json.loads(info.read_text()) if info.is_file() else {}
+        specs.append(SystemSpec("fasttext", "fasttext", built["fasttext"],
+                                f"fastText 0.9.3 supervised, trained on MR train ({extra.get('params')}, "
+                                f"dev acc {extra.get('dev_acc')}); list predict"))
+    if "minilm-onnx" in args.systems and (Path(args.teacher) / "manifest.json").is_file():
+        specs.append(SystemSpec("minilm-onnx", "teacher-onnx", str(args.teacher),
+                                "MiniLM-L6 teacher (22.7M params), exported ONNX in TeacherRuntime, max 512 tokens"))
+    if "minilm-pytorch" in args.systems and (Path(args.teacher_checkpoint) / "config.json").is_file():
+        specs.append(SystemSpec("minilm-pytorch", "hf-pytorch", str(args.teacher_checkpoint),
+                                "MiniLM-L6 teacher checkpoint, PyTorch eager (transformers), max 512 tokens"))
+    for key, kind in (("roberta-large-onnx", "teacher-onnx"), ("roberta-large-pytorch", "hf-pytorch")):
+        if key in args.systems and key in built:
+            engine = "ONNX in TeacherRuntime" if kind == "teacher-onnx" else "PyTorch eager (transformers)"
+            specs.append(SystemSpec(key, kind, built[key],  # type: ignore[arg-type]
+                                    f"RoBERTa-Large shape (24 x 1024, 355M params), RANDOM weights: speed only; "
+                                    f"{engine}, max 512 tokens"))
+    return specs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student-demo", type=Path, default=REPO / "models/mr-demo")
+    p.add_argument("--student-paper", type=Path, default=REPO / "models/mr-paper")
+    p.add_argument("--teacher", type=Path, default=REPO / "models/mr-demo-teacher")
+    p.add_argument("--teacher-checkpoint", type=Path, default=REPO / "runs/mr-demo/teacher/model")
+    p.add_argument("--systems", nargs="+", default=list(ALL_SYSTEMS), choices=ALL_SYSTEMS)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--repeat-s", type=float, default=2.0, help="aim of one timed pass (s)")
+    p.add_argument("--cell-s", type=float, default=6.0, help="aim of all passes of one cell (s)")
+    p.add_argument("--texts", type=int, default=0, help="keep only this many texts per workload (0 = all)")
+    p.add_argument("--quick", action="store_true", help="small budgets and 200 texts: to try the script")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache/bench")
+    p.add_argument("--data-cache", type=Path, default=REPO / ".cache/data")
+    p.add_argument("--out", type=Path, default=REPO / "reports/bench")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeat_s, args.cell_s, args.texts = 0.3, 0.9, args.texts or 200
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python scripts/bench.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(
+        sys.argv[1:] if argv is None else argv))
+    start_load = loadavg()
+    busy = other_heavy_processes()
+    workloads = load_workloads(args.data_cache, limit=args.texts)
+    print(f"workloads: {', '.join(f'{k} {len(v)} texts' for k, v in workloads.items())}; load {start_load}")
+    built = _in_child(prepare_baselines, list(args.systems), args.cache, args.data_cache)
+    specs = system_specs(args, built)
+    settings = TimingSettings(tuple(args.batch_sizes), tuple(args.threads), args.repeat_s, args.cell_s)
+    copies = [copy_bandwidth()]
+    rows: list[dict[str, Any]] = []
+    memory: dict[str, dict[str, Any]] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        print(f"{spec.key}: {spec.description}", flush=True)
+        result = _in_child(run_system, spec, workloads, settings)
+        rows += result["rows"]
+        memory[spec.key] = result["memory"]
+        facts[spec.key] = result["facts"]
+        copies += [v for k, v in result["facts"].items() if k.startswith("copy_bytes_per_s")]
+    copies.append(copy_bandwidth())
+    copy = statistics.median(copies)
+
+    students = [s.key for s in specs if s.kind == "student"]
+    shares = {f"{r['system']} {r['workload']} b{r['batch_size']} t{r['threads']}": r["gather_gb_per_s"] * 1e9 / copy
+              for r in rows if r.get("gather_gb_per_s") and r["batch_size"] == 32}
+    paper = "student-paper" if "student-paper" in students else None
+    goals = check_goals(rows, students, paper, [s.key for s in specs if s.key.startswith("roberta-large")],
+                        "fasttext" if any(s.key == "fasttext" for s in specs) else None, shares)
+    end_load = loadavg()
+    notes = []
+    missing = sorted(set(args.systems) - {s.key for s in specs})
+    if missing:
+        notes.append(f"Not measured (model not found): {', '.join(missing)}.")
+    load_note = ("other busy processes at start: " + "; ".join(busy)) if busy else "no other busy process at start."
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": machine(),
+        "machine_short": f"{os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "loadavg_start": start_load,
+        "loadavg_end": end_load,
+        "load_note": load_note,
+        "settings": vars(settings) | {"texts_limit": args.texts},
+        "workloads": {k: {"texts": len(v), "mean_words": statistics.mean(len(t.split()) for t in v)}
+                      for k, v in workloads.items()},
+        "systems": {s.key: {"kind": s.kind, "path": s.path, "description": s.description} for s in specs},
+        "copy_bytes_per_s": copy,
+        "copy_bytes_per_s_all": copies,
+        "rows": rows,
+        "memory": memory,
+        "facts": facts,
+        "goals": [vars(g) for g in goals],
+        "notes": notes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    markdown = render_markdown(report, goals)
+    args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    write_chart(report, args.out.with_suffix(".png"))
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
