@@ -42,6 +42,19 @@ test: data
 fuzz: install
 	$(PY) scripts/fuzz.py
 
+# Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
+# reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine.
+bench: install
+	$(PY) scripts/bench.py
+
+# The service under a locust step load on loopback: reports/loadtest.{md,json,png} (about 15 minutes).
+loadtest: install
+	$(PY) -m loadtest.run
+
+# Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
+docker-test: install
+	bash scripts/docker_test.sh
+
 serve: install
 	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
 

@@ -203,9 +203,8 @@ def throughput_table(rows: Sequence[dict[str, Any]], systems: Sequence[str], wor
 def speedup_table(ups: Sequence[Speedup]) -> str:
     lines = ["| workload | batch | threads | student | over | speed-up |", "|---|---|---|---|---|---|"]
     for u in ups:
-        lines.append(
-            f"| {u.workload} | {u.batch_size} | {u.threads} | {u.student} | {u.baseline} | {u.ratio:,.1f}x |"
-        )
+        ratio = f"{u.ratio:,.0f}" if u.ratio >= 100 else f"{u.ratio:.1f}" if u.ratio >= 10 else f"{u.ratio:.2f}"
+        lines.append(f"| {u.workload} | {u.batch_size} | {u.threads} | {u.student} | {u.baseline} | {ratio}x |")
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def mapped_rss(paths: Sequence[Path], smaps: str | None = None) -> int:
+def mapped_rss(paths: Sequence[Path | str], smaps: str | None = None) -> int:
     """Sum of ``Rss`` of the mappings of ``paths`` in ``/proc/self/smaps`` (or the given text)."""
     wanted = {str(Path(p).resolve()) for p in paths}
     text = smaps if smaps is not None else Path("/proc/self/smaps").read_text()
@@ -80,7 +80,7 @@ def page_cache_resident(array: np.memmap) -> int | None:
         libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) != 0:
             return None
-        return int((np.frombuffer(vec, dtype=np.uint8) & 1).sum()) * PAGE
+        return int((np.frombuffer(bytes(vec), dtype=np.uint8) & 1).sum()) * PAGE
     except (OSError, AttributeError, ValueError):
         return None
 

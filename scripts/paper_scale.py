@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.model_format import load_student_manifest  # noqa: E402
-from training.config import load_config  # noqa: E402
+from service.model_format import load_student_manifest
+from training.config import load_config
 
 
 def main() -> None:

@@ -111,7 +111,8 @@ def _median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, teacher: Path) -> str:
+def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, teacher: Path, measured_at: str,
+           command: str) -> str:
     groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["engine"], row["workers"], row["threads"]), []).append(row)
@@ -125,18 +126,27 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, tea
         medians[key] = _median(group, "labeling_rate") if key[0] == "ray" else _median(group, "step_rate")
         rate_key = "labeling_rate" if key[0] == "ray" else "step_rate"
         each_run = ", ".join(f"{g[rate_key]:.0f}" for g in group if g[rate_key] is not None)
-        per_worker = "; ".join("+".join(f"{r:.0f}" for r in g["worker_rates"]) for g in group) or "-"
+        per_worker = "; ".join("+".join(f"{r:.0f}" for r in g["worker_rates"]) for g in group if g["worker_rates"])
+        per_worker = per_worker or "-"
         loads = ", ".join(f"{g['load1']:.1f}" for g in group)
         table.append(f"| {key[0]} | {key[1]} | {key[2]} | {_fmt(_median(group, 'step_s'))} | "
                      f"{_fmt(_median(group, 'step_rate'))} | {_fmt(_median(group, 'labeling_rate'))} | "
                      f"{each_run} | {per_worker} | {loads} |")
     one, two = medians.get(("ray", 1, 1)), medians.get(("ray", 2, 1))
     speedup = f"{two / one:.2f}x" if one and two else "n/a"
-    command = "python scripts/scale_out_bench.py " + " ".join(sys.argv[1:])
+    two_runs = groups.get(("ray", 2, 1), [])
+    both = sum(1 for r in two_runs if len(r["worker_rates"]) == 2)
+    ray_step = _median(groups.get(("ray", 1, 1), []), "step_s")
+    local_step = _median(groups.get(("local", 1, 1), []), "step_s")
+    overhead = f"{ray_step / local_step:.2f}x" if ray_step and local_step else "n/a"
+    # Runs are interleaved, so the i-th 1-worker and 2-worker runs were measured a minute apart.
+    pairs = zip(groups.get(("ray", 1, 1), []), groups.get(("ray", 2, 1), []), strict=False)
+    per_repeat = ", ".join(f"{b['labeling_rate'] / a['labeling_rate']:.2f}x" for a, b in pairs
+                           if a["labeling_rate"] and b["labeling_rate"]) or "n/a"
     return "\n".join([
         "# Scale-out: teacher labeling on Ray, 1 and 2 workers",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on {os.cpu_count()} CPU cores ({_cpu_model()}), "
+        f"Measured {measured_at} on {os.cpu_count()} CPU cores ({_cpu_model()}), "
         f"Python {platform.python_version()}, Ray {_ray_version()}, a machine shared with other jobs "
         "(the load column is the 1-minute load average when each run started).",
         "",
@@ -154,9 +164,14 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, tea
         "- step s / step texts/s: the whole step, start-up included (connecting, shipping the teacher, actors "
         "loading it); labeling texts/s: from the first ready actor to the last shard written; per worker: "
         "texts over the seconds each actor spent in the teacher (worker rates of one run joined by +).",
-        f"- Labeling rate, 2 Ray workers over 1: {speedup}. This machine has 2 cores, so 2 workers compete "
-        "with each other, with the driver and raylets, and with every other process here; on a real cluster "
-        "each worker brings its own cores (or GPU), which is the point of the engine.",
+        f"- Labeling rate, 2 Ray workers over 1: {speedup} (medians); repeat by repeat: {per_repeat}. "
+        f"2-worker runs in which both workers labeled shards: {both} of {len(two_runs)}.",
+        f"- Step time, Ray with 1 worker over the local step with 1 thread: {overhead} (medians; the Ray step "
+        "includes connecting, shipping the teacher and starting the actor).",
+        f"- This machine has {os.cpu_count()} cores shared with other jobs (load column): 2 workers compete with "
+        "each other, with the driver and the raylets, and with every other process here, so a second worker "
+        "gains only the CPU time nobody else is using (compare the per-worker rates of 1 and 2 workers). On a "
+        "cluster each worker brings its own cores or GPU; that gain is not measured here.",
     ]) + "\n"
 
 
@@ -180,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.teacher / "manifest.json").is_file():
         parser.error(f"{args.teacher}: no exported teacher (make train, or --teacher DIR)")
     texts = mr_review_lines(args.cache)[: args.texts]
+    measured_at = time.strftime("%Y-%m-%d %H:%M %Z")
+    command = " ".join(["python scripts/scale_out_bench.py", *sys.argv[1:]])
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scale-out-bench-") as tmp:
         config = bench_config(Path(tmp), args.teacher.resolve(), texts, args.shard_size)
@@ -191,10 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                 for threads in (1, 2):
                     rows.append(measure_local(config, threads))
                     print(rows[-1], flush=True)
-    report = render(rows, args, len(texts), args.teacher)
+    teacher = args.teacher.resolve()
+    shown = teacher.relative_to(REPO) if teacher.is_relative_to(REPO) else teacher
+    report = render(rows, args, len(texts), shown, measured_at, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    raw = {"command": command, "measured_at": measured_at, "texts": len(texts), "rows": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
     print(report)
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from service.api.deps import AppState, require_api_key
-from service.api.routes import classify, health, metrics, models, v2
+from service.api.routes import cascade, classify, health, metrics, models, v2
 from service.devices import DeviceUnavailable
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
@@ -65,7 +65,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (classify.router, models.router, metrics.router, v2.router):
+    for router in (classify.router, cascade.router, models.router, metrics.router, v2.router):
         app.include_router(router, dependencies=protected)
     app.openapi = partial(openapi_with_limits, app, settings)  # type: ignore[method-assign]
     return app
@@ -80,7 +80,7 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = FastAPI.openapi(app)  # builds FastAPI's schema and caches it on the app
-    for name in ("ClassifyRequest", "CompareRequest"):
+    for name in ("ClassifyRequest", "CompareRequest", "CascadeRequest"):
         texts = schema["components"]["schemas"][name]["properties"]["texts"]
         texts["maxItems"] = settings.max_texts_per_request
         texts["items"]["maxLength"] = settings.max_chars_per_text

@@ -32,6 +32,7 @@ class ErrorType(StrEnum):
     NOT_READY = "not_ready"
     QUEUE_FULL = "queue_full"
     SHUTTING_DOWN = "shutting_down"
+    TEACHER_UNAVAILABLE = "teacher_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CLIENT_CLOSED = "client_closed_request"
     INFERENCE_FAILED = "inference_failed"
@@ -50,6 +51,7 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.NOT_READY: 503,
     ErrorType.QUEUE_FULL: 503,
     ErrorType.SHUTTING_DOWN: 503,
+    ErrorType.TEACHER_UNAVAILABLE: 503,  # a route that needs a teacher on a server started without one
     ErrorType.DEADLINE_EXCEEDED: 504,
     ErrorType.CLIENT_CLOSED: 499,  # nginx's code; only logs and metrics see it, the client has left
     ErrorType.INFERENCE_FAILED: 500,
@@ -116,6 +118,12 @@ class QueueFull(ServiceError):
 
 class ShuttingDown(ServiceError):
     type = ErrorType.SHUTTING_DOWN
+
+
+class TeacherUnavailable(ServiceError):
+    """The route needs a teacher and the server has none loaded (a deployment fact: retrying won't help)."""
+
+    type = ErrorType.TEACHER_UNAVAILABLE
 
 
 class DeadlineExceeded(ServiceError):

@@ -9,7 +9,10 @@ How a batch is featurized, with no Python loop per n-gram:
    which makes every n-gram containing it out of vocabulary);
 3. the n-grams of the whole batch become 64-bit keys with vectorized numpy arithmetic on shifted
    views of the word-id array (windows that cross a text boundary are masked out);
-4. keys become table rows with one ``searchsorted`` on the vocabulary's sorted key array.
+4. keys become table rows by a lookup in the vocabulary's sorted key array: the keys are cut into
+   buckets by their top bits (about one key a bucket, since keys are hash-mixed), so a lookup reads a
+   bucket's start and a few keys instead of binary-searching the whole array. It returns exactly what
+   ``np.searchsorted`` would, about 7x faster on a 1M-n-gram vocabulary (measured for reports/bench.md).
 
 The key of an n-gram is a 64-bit mix of its length and its word ids. Distinct vocabulary n-grams are
 checked to have distinct keys when a vocabulary is built; an out-of-vocabulary n-gram could in
@@ -19,6 +22,7 @@ per lookup.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -169,20 +173,41 @@ class NgramFeaturizer:
         self.word_ids: dict[str, int] = {w: i for i, w in enumerate(self.words)}
         self.sorted_keys = np.ascontiguousarray(sorted_keys, dtype=np.uint64)
         self.key_rows = np.ascontiguousarray(key_rows, dtype=np.int64)
+        # Bucket b holds sorted_keys[bucket_starts[b] : bucket_starts[b + 1]], the keys whose top
+        # ``bits`` bits equal b; 2**bits >= the vocabulary size.
+        bits = min(max(1, int(self.sorted_keys.size).bit_length()), 32)
+        self._shift = np.uint64(64 - bits)
+        bounds = np.arange(1 << bits, dtype=np.uint64) << self._shift
+        self._bucket_starts = np.append(np.searchsorted(self.sorted_keys, bounds), self.sorted_keys.size)
+        self._bucket_max = int(np.diff(self._bucket_starts).max(initial=0))
 
     @property
     def vocab_size(self) -> int:
         return int(self.key_rows.size)
 
-    def word_codes(self, tokens: Iterable[str]) -> IntArray:
-        get = self.word_ids.get
-        return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64)
+    def word_codes(self, tokens: Iterable[str], count: int = -1) -> IntArray:
+        # map() with a repeated default runs the dict lookups without a Python frame per token.
+        return np.fromiter(map(self.word_ids.get, tokens, itertools.repeat(-1)), dtype=np.int64, count=count)
+
+    def lower_bound(self, keys: KeyArray) -> IntArray:
+        """``np.searchsorted(self.sorted_keys, keys)``, by the bucket index (see the module docstring)."""
+        if self._bucket_max > 64:  # keys that are not hash-spread (hand-made test vocabularies)
+            return np.searchsorted(self.sorted_keys, keys).astype(np.int64)
+        top = (keys >> self._shift).astype(np.intp)
+        lo = self._bucket_starts[top]
+        hi = self._bucket_starts[top + 1]
+        pos = lo.copy()
+        last = max(self.sorted_keys.size - 1, 0)
+        for k in range(int((hi - lo).max(initial=0))):  # lower bound = lo + keys of the bucket below key
+            candidate = lo + k
+            pos += (candidate < hi) & (self.sorted_keys[np.minimum(candidate, last)] < keys)
+        return pos
 
     def occurrences(self, texts: Sequence[str]) -> NgramOccurrences:
         """All in-vocabulary n-gram occurrences of a batch (see module docstring for how)."""
         token_lists = [self.tokenize(t) for t in texts]
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-        ids = self.word_codes(tok for tokens in token_lists for tok in tokens)
+        ids = self.word_codes(itertools.chain.from_iterable(token_lists), int(lengths.sum()))
         text_index = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
         return self.occurrences_from_ids(ids, text_index, lengths)
 
@@ -200,7 +225,7 @@ class NgramFeaturizer:
             if not ok.any():
                 continue
             keys = mix_keys([c[ok] for c in columns])
-            pos = np.searchsorted(self.sorted_keys, keys)
+            pos = self.lower_bound(keys)
             pos_clipped = np.minimum(pos, max(self.sorted_keys.size - 1, 0))
             hit = (pos < self.sorted_keys.size) & (self.sorted_keys[pos_clipped] == keys)
             found_text.append(window_text[ok][hit])

@@ -54,6 +54,10 @@ class ServiceMetrics:
         self.rejected = Counter(
             "sd_rejected", "Requests not run: queue_full, deadline, client_gone", ["model", "reason"], registry=r
         )
+        self.cascade_texts = Counter(
+            "sd_cascade_texts", "Texts answered by the cascade route, by student and by the model that answered",
+            ["model", "answered_by"], registry=r,
+        )
         self.model_info = Gauge(
             "sd_model_info", "Loaded models (value 1)", ["model", "kind", "device"], registry=r
         )

@@ -141,5 +141,8 @@ def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePla
         observer=metrics.for_model(name),
     )
     metrics.model_info.labels(name, kind, device).set(1)
+    if kind == "student":  # the cascade's series exist from the start, so rate() sees the first texts
+        for answered_by in ("student", "teacher"):
+            metrics.cascade_texts.labels(name, answered_by)
     logger.info("loaded %s %r from %s on %s in %.2f s", kind, name, root, device, time.perf_counter() - started)
     return ServedModel(runtime, batcher, device, active, note)

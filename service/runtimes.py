@@ -15,7 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.model_format import ModelFormatError, read_manifest_kind
+from service.cascade import CascadePolicy
+from service.model_format import MANIFEST, ModelFormatError, read_manifest_kind
 from service.student_runtime import StudentRuntime, softmax
 from service.teacher_runtime import TeacherRuntime
 
@@ -50,6 +51,7 @@ class ModelFacts:
     metrics: dict[str, Any]
     created_at: str
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific manifest facts
+    cascade: CascadePolicy | None = None  # student only: the operating point stored by training.cascade
 
 
 class StudentModel:
@@ -74,6 +76,9 @@ class StudentModel:
                 "featurizer": m.featurizer.model_dump(),
             },
         )
+        self.facts.cascade, cascade_facts = _cascade_of(m.cascade, runtime.root / MANIFEST)
+        if cascade_facts is not None:
+            self.facts.details["cascade"] = cascade_facts
 
     def predict(self, texts: Sequence[str]) -> Predictions:
         out = self.runtime.predict(texts)
@@ -110,6 +115,35 @@ class TeacherModel:
 
 
 ServedRuntime = StudentModel | TeacherModel
+
+
+def _cascade_of(section: dict[str, Any] | None, manifest: Path) -> tuple[CascadePolicy | None, dict[str, Any] | None]:
+    """The cascade policy of a student manifest, and its operating point's facts for ``/v1/models``
+    (without the curve, which can hold hundreds of points). A malformed section stops the load here,
+    naming the manifest, rather than failing the first cascade request."""
+    try:
+        policy = CascadePolicy.from_manifest(section)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(manifest, f"its cascade section is invalid ({type(exc).__name__}: {exc})") from exc
+    if policy is None or section is None:
+        return None, None
+    point = section["operating_point"]
+    facts: dict[str, Any] = {
+        **policy.to_dict(),
+        "dev_acc": _number(point.get("dev_acc")),
+        "teacher_share": _number(point.get("teacher_share")),
+        "teacher_dev_acc": _number(section.get("teacher_dev_acc")),
+        "tolerance": _number(section.get("tolerance")),
+    }
+    return policy, facts
+
+
+def _number(value: Any) -> float | None:
+    """An optional fact of the manifest as a float, or None when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 

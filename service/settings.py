@@ -58,6 +58,18 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0, description="a request not answered by then gets 504")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After sent with a 503")
 
+    # --- cascade (/v1/cascade/classify) ------------------------------------------------------------
+    cascade_confidence_threshold: float | None = Field(
+        default=None, ge=0, le=1,
+        description="defer to the teacher below this calibrated student confidence; unset = the "
+        "student manifest's operating point (a request's own threshold wins over both)",
+    )
+    cascade_coverage_threshold: float | None = Field(
+        default=None, ge=0, le=1,
+        description="defer to the teacher below this n-gram coverage; unset = the student manifest's "
+        "operating point (a request's own threshold wins over both)",
+    )
+
     # --- request limits -------------------------------------------------------------------------
     max_texts_per_request: int = Field(default=64, ge=1, description="more texts in one request: 413")
     max_chars_per_text: int = Field(default=20_000, ge=1, description="a longer text: 413")
@@ -80,9 +92,9 @@ class ServiceSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "cascade_confidence_threshold", "cascade_coverage_threshold", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: Any) -> Any:
+    def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
     @model_validator(mode="after")

@@ -4,6 +4,11 @@ Mean pooling with multiplicity is computed as in DESIGN.md section 2: each disti
 gathered (and converted from float16) once, then a sparse [texts x distinct rows] matrix of
 count / n-grams-found weights multiplies the gathered block. A text with no n-gram in the vocabulary
 pools to the zero vector, as torch's EmbeddingBag does.
+
+A float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the memory-mapped shard,
+which it reads in place): numpy converts float16 to float32 in software, about 0.6 GB/s of table rows
+here, where onnxruntime's vectorised cast gathers about 3 GB/s (reports/bench.md). The graph is
+written as protobuf bytes below, since the serving side has onnxruntime but not the onnx package.
 """
 
 from __future__ import annotations
@@ -52,26 +57,94 @@ def onnx_session(path: Path, threads: int | None, providers: Sequence[str]) -> o
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 
 
+def _pb_field(number: int, value: bytes | str | int) -> bytes:
+    """One protobuf field: a varint for an int, length-delimited bytes for a str or bytes."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def gather_cast_model(elem_type: int = 10) -> bytes:
+    """ONNX model bytes: ``out = Cast(Gather(table, rows, axis=0), to=float32)``.
+
+    ``table`` [rows, dim] of ONNX type ``elem_type`` (10 = float16), ``rows`` [n] int64, ``out`` [n, dim]
+    float32; opset 18, IR version 8. Field numbers are those of onnx.proto (ModelProto, GraphProto,
+    NodeProto, AttributeProto, ValueInfoProto, TypeProto); tests/unit/test_bench_gather.py checks the
+    bytes against the onnx package's own serialisation.
+    """
+    f = _pb_field
+
+    def value_info(name: str, elem: int, dims: list[str]) -> bytes:
+        shape = b"".join(f(1, f(2, d)) for d in dims)  # TensorShapeProto.dim[].dim_param
+        return f(1, name) + f(2, f(1, f(1, elem) + f(2, shape)))  # name, type.tensor_type{elem_type, shape}
+
+    def node(inputs: list[str], output: str, op: str, attribute: str, value: int) -> bytes:
+        attr = f(1, attribute) + f(3, value) + f(20, 2)  # AttributeProto name, i, type = INT
+        return b"".join(f(1, i) for i in inputs) + f(2, output) + f(4, op) + f(5, attr)
+
+    graph = (
+        f(1, node(["table", "rows"], "gathered", "Gather", "axis", 0))
+        + f(1, node(["gathered"], "out", "Cast", "to", 1))
+        + f(2, "gather_rows")
+        + f(11, value_info("table", elem_type, ["vocab", "dim"]))
+        + f(11, value_info("rows", 7, ["n"]))
+        + f(12, value_info("out", 1, ["n", "dim"]))
+    )
+    return f(1, 8) + f(7, graph) + f(8, f(1, "") + f(2, 18))
+
+
 class EmbeddingTable:
     """Row-range shards seen as one table; ``gather`` reads rows as float32."""
 
-    def __init__(self, shards: list[np.ndarray], starts: list[int]) -> None:
+    def __init__(self, shards: list[np.ndarray], starts: list[int], threads: int | None = None) -> None:
         self.shards = shards
         self.starts = np.asarray(starts, dtype=np.int64)
         self.dim = int(shards[0].shape[1]) if shards else 0
+        self._ort_gather: ort.InferenceSession | None = None
+        if shards and all(s.dtype == np.float16 for s in shards):
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            self._ort_gather = ort.InferenceSession(
+                gather_cast_model(), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+
+    def _read(self, shard: np.ndarray, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
+        """``out[:] = shard[rows]`` as float32 (onnxruntime writes straight into ``out`` for float16)."""
+        if self._ort_gather is None:
+            out[...] = shard[rows]
+            return
+        binding = self._ort_gather.io_binding()
+        binding.bind_cpu_input("table", shard)
+        binding.bind_cpu_input("rows", np.ascontiguousarray(rows, dtype=np.int64))
+        binding.bind_output("out", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self._ort_gather.run_with_iobinding(binding)
 
     def gather(self, rows: npt.NDArray[np.int64]) -> FloatArray:
         """Rows must be sorted ascending (``np.unique`` output), so each shard is read in order."""
         out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if rows.size == 0:
+            return out
         if len(self.shards) == 1:
-            out[...] = self.shards[0][rows]
+            self._read(self.shards[0], rows, out)
             return out
         which = np.searchsorted(self.starts, rows, side="right") - 1
         bounds = np.searchsorted(which, np.arange(len(self.shards) + 1))
         for s, shard in enumerate(self.shards):
             lo, hi = bounds[s], bounds[s + 1]
             if hi > lo:
-                out[lo:hi] = shard[rows[lo:hi] - self.starts[s]]
+                self._read(shard, rows[lo:hi] - self.starts[s], out[lo:hi])
         return out
 
 
@@ -122,7 +195,7 @@ class StudentRuntime:
         verify_student(root, manifest, checksum=verify_checksums)
         featurizer = load_featurizer(root, manifest.featurizer.settings())
         shards = open_shards(root, manifest)
-        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards])
+        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], threads)
         head = onnx_session(root / HEAD_FILE, threads, providers)
         return cls(root, manifest, featurizer, table, head)
 

@@ -163,7 +163,11 @@ def student_inputs_key(config: RunConfig, name: str) -> str:
     for FT the distilled weights it starts from."""
     base = [vocab_key(config), config.student, config.seed]
     if name == "kd":
-        base.append(_read(config.run_dir / "labels" / "done.json"))
+        # What the labels are (teacher identity + the digest of every shard's texts), not when or how
+        # fast they were made: a rerun of a finished label step must not retrain the student.
+        labels = config.run_dir / "labels"
+        base.append(_read(labels / "meta.json"))
+        base.extend(_read(p) for p in sorted(labels.glob("logits-*.sha256")))
     if name == "ft":
         base.append(_read(_student_dir(config) / "kd-done.json"))
     return fingerprint(*base)

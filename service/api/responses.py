@@ -24,3 +24,9 @@ INFERENCE_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {**_E, "description": "Queue full (with Retry-After) or models not loaded yet"},
     504: {**_E, "description": "Not answered within the request timeout"},
 }
+
+CASCADE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **INFERENCE_ERRORS,
+    503: {**_E, "description": "Queue full (with Retry-After), models not loaded yet, or no teacher loaded "
+          "(teacher_unavailable)"},
+}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictStr, WithJsonSchema
+
+from service.cascade import PolicySource
 
 
 def _has_content(text: str) -> str:
@@ -40,6 +42,28 @@ class CompareRequest(BaseModel):
     texts: list[Text] = _TEXTS
     student: ModelName | None = Field(None, description="Student name; the default student if absent.")
     teacher: ModelName | None = Field(None, description="Teacher name; the default teacher if absent.")
+
+
+_Threshold = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class CascadeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text] = _TEXTS
+    model: ModelName | None = Field(None, description="Student name; the default student if absent.")
+    teacher: ModelName | None = Field(None, description="Teacher name; the default teacher if absent.")
+    confidence_threshold: _Threshold | None = Field(
+        None,
+        description="Defer a text whose calibrated student confidence is below this (1 defers every text). "
+        "Absent: the server's setting, else the student manifest's operating point, else 0 (never).",
+        examples=[0.8],
+    )
+    coverage_threshold: _Threshold | None = Field(
+        None,
+        description="Defer a text whose n-gram coverage is below this. Absent: the server's setting, else the "
+        "student manifest's operating point, else 0 (never).",
+        examples=[0.3],
+    )
 
 
 class TeacherPrediction(BaseModel):
@@ -84,6 +108,51 @@ class CompareResponse(BaseModel):
     latency_ms: RouteLatency = Field(description="Wall time of each route's part (queue + inference).")
 
 
+class CascadePrediction(StudentPrediction):
+    """label, score and scores are the model's that answered; coverage and ngrams_found the student's."""
+
+    answered_by: Literal["student", "teacher"]
+    student_confidence: float = Field(
+        description="The student's calibrated confidence (max probability at the policy's temperature): what "
+        "the confidence threshold is compared with."
+    )
+
+
+class CascadePolicySources(BaseModel):
+    temperature: Literal["manifest", "none"] = Field(description="none: no calibration stored, 1.0 used.")
+    confidence_threshold: PolicySource = Field(description="none: no layer set it, 0 (never defers) used.")
+    coverage_threshold: PolicySource = Field(description="none: no layer set it, 0 (never defers) used.")
+
+
+class CascadePolicyUsed(BaseModel):
+    temperature: float
+    confidence_threshold: float
+    coverage_threshold: float
+    sources: CascadePolicySources = Field(
+        description="Which layer set each value: the request, the server settings, the student's manifest, none."
+    )
+
+
+class CascadeResponse(BaseModel):
+    model: str = Field(description="The student.")
+    teacher_model: str
+    results: list[CascadePrediction]
+    teacher_share: float = Field(description="Share of this request's texts answered by the teacher.")
+    policy: CascadePolicyUsed
+
+
+class CascadeOperatingPoint(BaseModel):
+    """The cascade calibrated on dev and stored in the student's manifest (``python -m training cascade``)."""
+
+    temperature: float
+    confidence_threshold: float
+    coverage_threshold: float
+    dev_acc: float | None = Field(None, description="The cascade's dev accuracy at this point.")
+    teacher_share: float | None = Field(None, description="Share of dev texts sent to the teacher at this point.")
+    teacher_dev_acc: float | None = None
+    tolerance: float | None = Field(None, description="How far below the teacher's dev accuracy it may be.")
+
+
 class ModelInfo(BaseModel):
     name: str
     kind: Literal["student", "teacher"]
@@ -101,6 +170,9 @@ class ModelInfo(BaseModel):
     max_batch_size: int
     metrics: dict[str, Any]
     created_at: str
+    cascade: CascadeOperatingPoint | None = Field(
+        None, description="Student only: its stored cascade operating point, the default of /v1/cascade/classify."
+    )
 
 
 class ModelsResponse(BaseModel):

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def _write_jsonl(path: Path, texts: list[str], labels: list[int], names: list[str]) -> str:
-    path.write_text("".join(json.dumps({"text": t, "label": names[y]}) + "\n" for t, y in zip(texts, labels)))
+    lines = (json.dumps({"text": t, "label": names[y]}) + "\n" for t, y in zip(texts, labels, strict=True))
+    path.write_text("".join(lines))
     return str(path)
 
 

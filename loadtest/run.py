@@ -1,0 +1,271 @@
+"""``make loadtest``: start the service on loopback, step-load each route with locust, report the knees.
+
+    .venv/bin/python -m loadtest.run                               # models/mr-demo + models/mr-demo-teacher
+    .venv/bin/python -m loadtest.run --quick --student DIR         # short steps, to try it
+    .venv/bin/python -m loadtest.run --workers 2 --locust-processes 2
+
+For each scenario (student, teacher, mixed and, when the service has it, cascade; requests of 1 and
+of 32 texts) and each step of the user ladder, one headless locust run of ``--step-s`` seconds (and at
+most ``--max-requests`` requests) against ``127.0.0.1`` only; a scenario stops climbing once a step
+is past saturation (p99 over 2 s or over 20% failures). Writes ``<out>.json`` (every step: users,
+requests/s, texts/s, p50/p95/p99 ms, failures), ``<out>.md`` and ``<out>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest.bench_memory import loadavg
+from loadtest.steps import Step, check_goals, parse_locust_stats, render_markdown, should_stop
+
+REPO = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+USER_CLASSES = {"student": "StudentUser", "teacher": "TeacherUser", "mixed": "MixedUser", "cascade": "CascadeUser"}
+ROUTES = {"student": "/v1/classify", "teacher": "/v1/teacher/classify", "mixed": "mixed",
+          "cascade": "/v1/cascade/classify"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str  # a key of USER_CLASSES
+    texts_per_request: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} x{self.texts_per_request}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Service:
+    """``python -m service`` on a loopback port, started and stopped by the runner."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self._log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1.0) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)  # poll interval of a health check with a deadline
+        raise TimeoutError(f"the service was not ready within {timeout_s:.0f} s; see {self._log.name}")
+
+    def has_route(self, path: str) -> bool:
+        with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=5.0) as answer:
+            return path in json.load(answer).get("paths", {})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace, texts_file: Path,
+             work: Path, has_cascade: bool) -> Step:
+    prefix = work / f"{scenario.kind}-x{scenario.texts_per_request}-u{users}"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--reset-stats",
+        "-u", str(users), "-r", str(users), "-t", f"{args.step_s}s", "--stop-timeout", "5",
+        "--host", host, "--csv", str(prefix), "--loglevel", "WARNING",
+    ]
+    if args.locust_processes > 1:
+        command += ["--processes", str(args.locust_processes)]
+    command.append(USER_CLASSES[scenario.kind])
+    env = os.environ | {
+        "SD_LOADTEST_TEXTS": str(texts_file),
+        "SD_LOADTEST_BATCH": str(scenario.texts_per_request),
+        "SD_LOADTEST_MAX_REQUESTS": str(args.max_requests),
+        "SD_LOADTEST_CASCADE": "1" if has_cascade else "",
+    }
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=args.step_s + 60, check=False)
+    seconds = time.perf_counter() - started
+    stats_file = prefix.with_name(prefix.name + "_stats.csv")
+    if not stats_file.is_file():
+        raise RuntimeError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    stats = parse_locust_stats(stats_file.read_text())
+    return Step(scenario=scenario.name, route=ROUTES[scenario.kind], texts_per_request=scenario.texts_per_request,
+                users=users, requests=int(stats["requests"]), failures=int(stats["failures"]),
+                requests_per_s=stats["requests_per_s"], p50_ms=stats["p50_ms"], p95_ms=stats["p95_ms"],
+                p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], seconds=round(seconds, 1))
+
+
+def write_chart(steps: list[Step], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(s.scenario for s in steps))
+    fig, (ax_lat, ax_tps) = plt.subplots(1, 2, figsize=(13, 5))
+    for i, name in enumerate(scenarios):
+        mine = [s for s in steps if s.scenario == name]
+        users = [s.users for s in mine]
+        color = f"C{i}"
+        ax_lat.plot(users, [s.p50_ms for s in mine], "-o", color=color, ms=3, label=f"{name} p50")
+        ax_lat.plot(users, [s.p99_ms for s in mine], "--^", color=color, ms=3, label=f"{name} p99")
+        ax_tps.plot(users, [s.texts_per_s for s in mine], "-o", color=color, ms=3, label=name)
+    ax_lat.axhline(100, color="grey", lw=0.8, ls=":")
+    for ax in (ax_lat, ax_tps):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("closed-loop users")
+        ax.grid(True, which="both", lw=0.3)
+    ax_lat.set_ylabel("latency ms (p50 solid, p99 dashed; dotted: 100 ms)")
+    ax_tps.set_ylabel("texts/s (requests/s x texts per request)")
+    ax_lat.legend(fontsize=6, ncol=2)
+    ax_tps.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_texts(path: Path, data_cache: Path) -> int:
+    """MR sentences, one a line (the workload of the requests); falls back to the locustfile's own."""
+    try:
+        from training.data import load_mr
+
+        task = load_mr(data_cache)
+        texts = [*task.train.texts, *task.dev.texts, *task.test.texts]
+    except Exception as exc:  # the data cache may be absent: say so, and load-test with built-in texts
+        print(f"MR sentences unavailable ({exc}); using the locustfile's built-in texts", file=sys.stderr)
+        from loadtest.locustfile import FALLBACK_TEXTS
+
+        texts = list(FALLBACK_TEXTS)
+    path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    return len(texts)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", type=Path, default=REPO / "models/mr-demo")
+    p.add_argument("--teacher", type=Path, default=REPO / "models/mr-demo-teacher")
+    p.add_argument("--scenarios", nargs="+", default=["student", "teacher", "mixed", "cascade"],
+                   choices=list(USER_CLASSES))
+    p.add_argument("--texts-per-request", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--users", nargs="+", type=int, default=None, help="the user ladder (default 1 2 4 ... 64)")
+    p.add_argument("--step-s", type=int, default=15, help="seconds of each step")
+    p.add_argument("--max-requests", type=int, default=50_000, help="most requests in one step")
+    p.add_argument("--workers", type=int, default=1, help="service worker processes")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model per worker")
+    p.add_argument("--locust-processes", type=int, default=1, help="locust processes (--processes)")
+    p.add_argument("--data-cache", type=Path, default=REPO / ".cache/data")
+    p.add_argument("--out", type=Path, default=REPO / "reports/loadtest")
+    p.add_argument("--quick", action="store_true", help="3 s steps and users 1 4 16: to try it")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.step_s = 3
+    args.users = args.users or ([1, 4, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    shown = sys.argv[1:] if argv is None else argv
+    command = "python -m loadtest.run" + (" " + " ".join(shown) if shown else "")
+    service_args = ["--student", str(args.student), "--teacher", str(args.teacher), "--workers", str(args.workers),
+                    "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
+    start_load = loadavg()
+    start_note = _load_note()
+    steps: list[Step] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        work = Path(tmp)
+        texts_file = work / "texts.txt"
+        write_texts(texts_file, args.data_cache)
+        service = Service(service_args, work / "service.log")
+        try:
+            service.wait_ready(timeout_s=180)
+            has_cascade = service.has_route(ROUTES["cascade"])
+            kinds = [k for k in args.scenarios if k != "cascade" or has_cascade]
+            if "cascade" in args.scenarios and not has_cascade:
+                notes.append("The service has no /v1/cascade/classify route: the cascade scenario was not run "
+                             "and MixedUser sends its cascade share to the student route.")
+            for batch in args.texts_per_request:
+                for kind in kinds:
+                    scenario = Scenario(kind, batch)
+                    for users in args.users:
+                        step = run_step(scenario, users, service.url, args, texts_file, work, has_cascade)
+                        steps.append(step)
+                        print(f"{scenario.name:12s} users {users:3d}: {step.requests_per_s:9,.1f} req/s "
+                              f"{step.texts_per_s:10,.1f} texts/s p50 {step.p50_ms:5.0f} p99 {step.p99_ms:6.0f} ms "
+                              f"failures {step.failures} (load {loadavg()[0]})", flush=True)
+                        if should_stop(step):
+                            break
+        finally:
+            service.stop()
+    goals = check_goals(steps)
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "loadavg_start": start_load,
+        "loadavg_end": loadavg(),
+        "load_note": start_note,
+        "service_command": "python -m service " + " ".join(service_args),
+        "locust": f"FastHttpUser, {args.locust_processes} process(es), closed loop (wait 0)",
+        "step_s": args.step_s,
+        "max_requests": args.max_requests,
+        "steps": [s.to_dict() for s in steps],
+        "goals": [vars(g) for g in goals],
+        "notes": notes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(report, steps, goals)
+    args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    if steps:
+        write_chart(steps, args.out.with_suffix(".png"), f"Step load, {os.cpu_count()} cores, {report['date']}")
+    print(markdown)
+    return 0
+
+
+def _load_note() -> str:
+    try:
+        lines = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
+                               check=False).stdout.splitlines()[1:6]
+    except OSError:
+        return ""
+    busy = [line.strip()[:100] for line in lines if line.strip() and float(line.split()[0]) >= 20.0]
+    return ("other busy processes at start: " + "; ".join(busy)) if busy else "no other busy process at start."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

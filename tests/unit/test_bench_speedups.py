@@ -1,0 +1,83 @@
+"""Speed-ups found by ``make bench``, proven to change nothing: the student's float16 gather through
+onnxruntime (same floats as numpy) and the featurizer's bucketed key lookup (same positions as
+``np.searchsorted``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.featurizer import FeaturizerSettings, NgramFeaturizer, mix_keys
+from service.student_runtime import EmbeddingTable, gather_cast_model
+
+
+def test_gather_cast_model_bytes_match_the_onnx_package() -> None:
+    onnx = pytest.importorskip("onnx")  # a training dependency; the service builds the bytes itself
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "rows"], ["gathered"], axis=0),
+         helper.make_node("Cast", ["gathered"], ["out"], to=TensorProto.FLOAT)],
+        "gather_rows",
+        [helper.make_tensor_value_info("table", TensorProto.FLOAT16, ["vocab", "dim"]),
+         helper.make_tensor_value_info("rows", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", "dim"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(onnx.load_from_string(gather_cast_model()))
+    assert gather_cast_model() == model.SerializeToString()
+
+
+def _shards(tmp_path: Path, dtype: str, sizes: list[int], dim: int) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((sum(sizes), dim)).astype(dtype)
+    full[0, :3] = [0.0, -0.0, 6.1e-5]  # zero, negative zero, a float16 subnormal
+    shards, starts, start = [], [], 0
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"shard-{i}.npy"
+        np.save(path, full[start : start + size])
+        shards.append(np.load(path, mmap_mode="r"))
+        starts.append(start)
+        start += size
+    return full, shards, starts
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("sizes", [[50], [7, 20, 1, 22]])
+def test_gather_equals_numpy(tmp_path: Path, dtype: str, sizes: list[int]) -> None:
+    full, shards, starts = _shards(tmp_path, dtype, sizes, dim=9)
+    table = EmbeddingTable(shards, starts, threads=1)
+    assert (table._ort_gather is not None) == (dtype == "float16")
+    for rows in ([0], [0, 6, 7, 26, 27, 49], list(range(50)), [49]):
+        index = np.asarray(rows, dtype=np.int64)
+        got = table.gather(index)
+        assert got.dtype == np.float32 and got.shape == (len(rows), 9)
+        np.testing.assert_array_equal(got, full[index].astype(np.float32))
+    assert np.signbit(table.gather(np.array([0], dtype=np.int64))[0, 1])  # -0.0 stays -0.0
+    assert table.gather(np.empty(0, dtype=np.int64)).shape == (0, 9)
+
+
+def _featurizer(keys: np.ndarray) -> NgramFeaturizer:
+    keys = np.unique(keys.astype(np.uint64))
+    return NgramFeaturizer(FeaturizerSettings(), ["w"], keys, np.arange(keys.size, dtype=np.int64))
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 1000, 50_000])
+def test_lower_bound_equals_searchsorted(size: int) -> None:
+    rng = np.random.default_rng(size)
+    words = rng.integers(0, 10**6, size=(size, 2)).astype(np.uint64)
+    featurizer = _featurizer(mix_keys([words[:, 0], words[:, 1]]))  # hash-spread, like real vocabularies
+    known = featurizer.sorted_keys
+    queries = np.concatenate([known, known - np.uint64(1), known + np.uint64(1),
+                              rng.integers(0, 2**63, 5000).astype(np.uint64) * np.uint64(2),
+                              np.array([0, 2**64 - 1], dtype=np.uint64)])
+    rng.shuffle(queries)
+    np.testing.assert_array_equal(featurizer.lower_bound(queries), np.searchsorted(known, queries))
+
+
+def test_lower_bound_falls_back_for_clustered_keys() -> None:
+    featurizer = _featurizer(np.arange(1, 500, dtype=np.uint64))  # all in bucket 0: not hash-spread
+    queries = np.arange(0, 600, dtype=np.uint64)
+    np.testing.assert_array_equal(featurizer.lower_bound(queries), np.searchsorted(featurizer.sorted_keys, queries))
