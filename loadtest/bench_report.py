@@ -78,9 +78,9 @@ def render_markdown(report: dict[str, Any], goals: Sequence[Goal]) -> str:
         "Every figure includes tokenization / featurization: a system gets raw texts and returns label "
         "probabilities. Each cell is warmed up, then timed as several passes over the same texts; the "
         "median pass is reported (slow cells: fewer texts, one pass; see `repeats` and `samples` in "
-        "bench.json). Threads = intra-op threads of onnxruntime / torch; the student's featurizer and "
-        "gather are single-threaded numpy (only its ONNX head uses the threads), and fastText's predict is "
-        "single-threaded whatever the setting.",
+        "bench.json). Threads = intra-op threads of onnxruntime / torch; the student's featurizer is "
+        "single-threaded numpy (its float16 gather and its head run in onnxruntime with the threads), and "
+        "fastText's predict is single-threaded whatever the setting.",
         "",
         "## Workloads",
         "",

@@ -6,8 +6,9 @@ libraries (torch, transformers, fasttext) are imported inside the functions that
 student and ONNX children never load torch.
 
 Kinds of system:
-- ``student``: ``StudentRuntime`` (shared featurizer + memory-mapped shards + ONNX head), instrumented
-  to time its featurizer and its gather and to record which rows it gathered;
+- ``student``: ``StudentRuntime`` (shared featurizer in numpy, memory-mapped float16 shards gathered by
+  onnxruntime, ONNX head), instrumented to time its featurizer and its gather and to record which rows
+  it gathered;
 - ``teacher-onnx``: ``TeacherRuntime`` (``tokenizers`` + onnxruntime), batches sorted by length;
 - ``hf-pytorch``: a Hugging Face checkpoint in PyTorch eager mode (``training.teacher.predict_logits``:
   the fast tokenizer, length-sorted batches padded to their longest text), then a softmax;
@@ -18,6 +19,7 @@ Kinds of system:
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,7 +60,8 @@ class TimingSettings:
     repeat_s: float = 2.0  # aim of one timed pass
     cell_s: float = 6.0  # aim of all passes of a cell
     max_repeats: int = 5
-    warmup_s: float = 0.5
+    warmup_s: float = 0.5  # warm-up with full batches for about this long (at least one batch) ...
+    max_warmup_batch_s: float = 20.0  # ... unless one batch would take longer than this
 
 
 @dataclass
@@ -92,10 +95,13 @@ def time_cell(predict: Predict, texts: Sequence[str], batch_size: int, settings:
     started = time.perf_counter()
     predict(small)  # first call: lazy initialisation, allocations
     per_sample = (time.perf_counter() - started) / len(small)
-    if per_sample * batch_size < settings.warmup_s:
+    if per_sample * batch_size <= settings.max_warmup_batch_s:
+        # Full batches, so the timed passes meet no first-time cost of this batch shape (onnxruntime
+        # grows its arena, torch its caches); a batch too slow for that (RoBERTa-Large, 32 reviews)
+        # is timed once after the small call, where such costs are a small part of a long pass.
         warm_until = time.perf_counter() + settings.warmup_s
         calls = 0
-        while calls < 3 or time.perf_counter() < warm_until:
+        while calls < 1 or (calls < 20 and time.perf_counter() < warm_until):
             batch = list(texts[calls * batch_size % len(texts) :][:batch_size]) or small
             t0 = time.perf_counter()
             predict(batch)
@@ -256,12 +262,11 @@ def run_system(spec: SystemSpec, workloads: dict[str, list[str]], settings: Timi
     facts: dict[str, Any] = {"spec": asdict(spec), "loadavg_start": loadavg()}
     probe = StudentProbe()
     is_student = spec.kind == "student"
-    if is_student:
-        facts["copy_bytes_per_s_start"] = copy_bandwidth()
     rss_loaded = 0
     loaded: Loaded | None = None
     for threads in settings.threads:
-        loaded = None  # drop the previous thread count's runtime before loading the next
+        loaded = None  # drop the previous thread count's runtime (and its mappings) before the next
+        gc.collect()
         loaded = load_system(spec, threads, probe)
         rss_loaded = max(rss_loaded, rss_bytes())
         for batch_size in settings.batch_sizes:
@@ -283,6 +288,7 @@ def run_system(spec: SystemSpec, workloads: dict[str, list[str]], settings: Timi
                               "peak_rss_bytes": peak_rss_bytes()}
     if is_student and loaded is not None:
         memory.update(_student_memory(loaded.runtime, probe))
+        # Measured last: its two 256 MiB arrays would otherwise count in the peak RSS above.
         facts["copy_bytes_per_s_end"] = copy_bandwidth()
     facts["loadavg_end"] = loadavg()
     return {"rows": rows, "memory": memory, "facts": facts}

@@ -80,7 +80,8 @@ def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[System
     def describe_student(path: Path) -> str:
         m = json.loads((path / "manifest.json").read_text())
         return (f"student {m['name']}: {m['vocab_size']:,} x {m['embedding_dim']} {m['shard_dtype']} n-gram table "
-                f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; featurizer + gather in numpy")
+                f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; featurizer in numpy, gather and head in "
+                "onnxruntime")
 
     specs: list[SystemSpec] = []
     for key, path in (("student-demo", args.student_demo), ("student-paper", args.student_paper)):
@@ -114,6 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher", type=Path, default=REPO / "models/mr-demo-teacher")
     p.add_argument("--teacher-checkpoint", type=Path, default=REPO / "runs/mr-demo/teacher/model")
     p.add_argument("--systems", nargs="+", default=list(ALL_SYSTEMS), choices=ALL_SYSTEMS)
+    p.add_argument("--workloads", nargs="+", default=["sentences", "reviews"], choices=["sentences", "reviews"])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--repeat-s", type=float, default=2.0, help="aim of one timed pass (s)")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv))
     start_load = loadavg()
     busy = other_heavy_processes()
-    workloads = load_workloads(args.data_cache, limit=args.texts)
+    workloads = {k: v for k, v in load_workloads(args.data_cache, limit=args.texts).items() if k in args.workloads}
     print(f"workloads: {', '.join(f'{k} {len(v)} texts' for k, v in workloads.items())}; load {start_load}")
     built = _in_child(prepare_baselines, list(args.systems), args.cache, args.data_cache)
     specs = system_specs(args, built)

@@ -174,8 +174,9 @@ class NgramFeaturizer:
         self.sorted_keys = np.ascontiguousarray(sorted_keys, dtype=np.uint64)
         self.key_rows = np.ascontiguousarray(key_rows, dtype=np.int64)
         # Bucket b holds sorted_keys[bucket_starts[b] : bucket_starts[b + 1]], the keys whose top
-        # ``bits`` bits equal b; 2**bits >= the vocabulary size.
-        bits = min(max(1, int(self.sorted_keys.size).bit_length()), 32)
+        # ``bits`` bits equal b; 2**bits is 2 to 4 times the vocabulary size (16 MB of starts for 1M
+        # n-grams), so buckets hold at most about 7 keys and a lookup loops that many times.
+        bits = min(int(self.sorted_keys.size).bit_length() + 1, 32)
         self._shift = np.uint64(64 - bits)
         bounds = np.arange(1 << bits, dtype=np.uint64) << self._shift
         self._bucket_starts = np.append(np.searchsorted(self.sorted_keys, bounds), self.sorted_keys.size)
@@ -191,7 +192,9 @@ class NgramFeaturizer:
 
     def lower_bound(self, keys: KeyArray) -> IntArray:
         """``np.searchsorted(self.sorted_keys, keys)``, by the bucket index (see the module docstring)."""
-        if self._bucket_max > 64:  # keys that are not hash-spread (hand-made test vocabularies)
+        # A few keys (one short text) are found faster by searchsorted than by the vectorised loop; and
+        # keys that are not hash-spread (hand-made test vocabularies) would make buckets too long.
+        if keys.size < 256 or self._bucket_max > 64:
             return np.searchsorted(self.sorted_keys, keys).astype(np.int64)
         top = (keys >> self._shift).astype(np.intp)
         lo = self._bucket_starts[top]

@@ -48,12 +48,28 @@ def softmax(logits: np.ndarray) -> FloatArray:
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def onnx_session(path: Path, threads: int | None, providers: Sequence[str]) -> ort.InferenceSession:
+def session_options(threads: int | None, allow_spinning: bool = True) -> ort.SessionOptions:
+    """``threads`` intra-op threads (None: onnxruntime's default, one per core).
+
+    ``allow_spinning=False`` makes idle pool threads sleep instead of busy-waiting after each run. The
+    student's ONNX calls (gather, head) are short and separated by numpy work on the calling thread,
+    which the spinning threads starve: with 2 threads on 2 busy cores the student ran 3x slower with
+    spinning (462 vs 1,325 reviews/s, batch 32; reports/bench.md).
+    """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def onnx_session(
+    path: Path, threads: int | None, providers: Sequence[str], allow_spinning: bool = True
+) -> ort.InferenceSession:
+    options = session_options(threads, allow_spinning)
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 
 
@@ -112,12 +128,9 @@ class EmbeddingTable:
         self.dim = int(shards[0].shape[1]) if shards else 0
         self._ort_gather: ort.InferenceSession | None = None
         if shards and all(s.dtype == np.float16 for s in shards):
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
             self._ort_gather = ort.InferenceSession(
-                gather_cast_model(), sess_options=options, providers=["CPUExecutionProvider"]
+                gather_cast_model(), sess_options=session_options(threads, allow_spinning=False),
+                providers=["CPUExecutionProvider"],
             )
 
     def _read(self, shard: np.ndarray, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
@@ -156,11 +169,13 @@ def mean_pool(occ: NgramOccurrences, table: EmbeddingTable) -> FloatArray:
     distinct, inverse = np.unique(occ.rows, return_inverse=True)
     block = table.gather(distinct)
     weights = 1.0 / np.maximum(found, 1).astype(np.float32)
+    # Occurrences are in text order, so they are already the rows of a CSR matrix: built directly, with
+    # no COO -> CSR conversion (a third of a one-text call). A (text, row) pair that occurs k times is
+    # k entries, which the product sums: that is the count weighting.
+    indptr = np.concatenate(([0], np.cumsum(found)))
     matrix = sparse.csr_matrix(
-        (weights[occ.text_index], (occ.text_index, inverse.reshape(-1))),
-        shape=(occ.num_texts, distinct.size),
-        dtype=np.float32,
-    )  # duplicate (text, row) entries are summed: that is the count weighting
+        (weights[occ.text_index], inverse.reshape(-1), indptr), shape=(occ.num_texts, distinct.size)
+    )
     return np.asarray(matrix @ block, dtype=np.float32)
 
 
@@ -196,7 +211,7 @@ class StudentRuntime:
         featurizer = load_featurizer(root, manifest.featurizer.settings())
         shards = open_shards(root, manifest)
         table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], threads)
-        head = onnx_session(root / HEAD_FILE, threads, providers)
+        head = onnx_session(root / HEAD_FILE, threads, providers, allow_spinning=False)
         return cls(root, manifest, featurizer, table, head)
 
     @property

@@ -95,7 +95,7 @@ class DistillConfig:
     warmup_ratio: float = 0.06
     temperature: float = 1.0
     threads: int = 0  # torch threads for all student training; 0 = torch's default
-    checkpoint_every: int = 1  # epochs between resumable checkpoints (weights + optimizer state)
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (weights + optimizer state); 0 = none
 
 
 @dataclass
@@ -105,6 +105,7 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float = 1e-4
     warmup_ratio: float = 0.06
+    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
 
 
 @dataclass
@@ -114,6 +115,7 @@ class ScratchConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup_ratio: float = 0.06
+    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
 
 
 @dataclass

@@ -41,7 +41,7 @@ class TrainSpec:
     temperature: float = 1.0
     feature_dropout: float = 0.1
     seed: int = 13
-    checkpoint_every: int = 1  # epochs between resumable checkpoints
+    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none (a rerun starts over)
 
 
 @dataclass
@@ -187,7 +187,7 @@ def train_student(
             _atomic_torch_save(model.state_dict(), best_path)
         result.wall_s = elapsed_before + time.perf_counter() - started
         last_epoch = epoch + 1 == spec.epochs
-        if not last_epoch and (epoch + 1) % spec.checkpoint_every == 0:
+        if not last_epoch and spec.checkpoint_every and (epoch + 1) % spec.checkpoint_every == 0:
             _atomic_torch_save(
                 {
                     "spec": spec_dict,

@@ -207,7 +207,8 @@ def step_ft(config: RunConfig) -> TrainResult | None:
     if not f.enabled:
         return None
     spec = TrainSpec(mode="ft", epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, betas=config.distill.betas,
-                     warmup_ratio=f.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed)
+                     warmup_ratio=f.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed,
+                     checkpoint_every=f.checkpoint_every)
     return _train_labeled(config, "ft", "kd", spec)
 
 
@@ -216,7 +217,8 @@ def step_scratch(config: RunConfig) -> TrainResult | None:
     if not s.enabled:
         return None
     spec = TrainSpec(mode="scratch", epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, betas=config.distill.betas,
-                     warmup_ratio=s.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed)
+                     warmup_ratio=s.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed,
+                     checkpoint_every=s.checkpoint_every)
     return _train_labeled(config, "scratch", None, spec)
 
 
