@@ -1,7 +1,7 @@
 """The end of `make demo`: serve the freshly trained model, answer one request, stop.
 
 Starts `python -m service` on a free loopback port, waits for /readyz (with a deadline, no fixed
-sleeps), sends a classify request for the student and the comparison route, prints the answers and
+sleeps), sends the same texts to the student, comparison and cascade routes, prints the answers and
 stops the server with SIGTERM. Prints the run's accuracy report first.
 """
 
@@ -78,7 +78,7 @@ def main() -> None:
     proc = subprocess.Popen(cmd)
     try:
         wait_ready(base, proc, deadline_s=120)
-        for route in ("/v1/classify", "/v1/compare"):
+        for route in ("/v1/classify", "/v1/compare", "/v1/cascade/classify"):
             status, answer = request(base + route, {"texts": EXAMPLES})
             print(f"POST {route} -> {status}")
             print(json.dumps(answer, indent=2))
