@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-import os
 import resource
 import statistics
 import time
@@ -101,6 +100,3 @@ def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
         times.append(time.perf_counter() - started)
     return src.nbytes / statistics.median(times)
 
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]

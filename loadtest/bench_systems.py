@@ -32,13 +32,13 @@ import numpy.typing as npt
 from loadtest.bench_core import plan_cell, samples_per_second, spread
 from loadtest.bench_memory import (
     copy_bandwidth,
-    loadavg,
     mapped_rss,
     page_cache_resident,
     peak_rss_bytes,
     rss_bytes,
     touched_pages,
 )
+from loadtest.machine import loadavg
 
 Kind = Literal["student", "teacher-onnx", "hf-pytorch", "fasttext"]
 Predict = Callable[[Sequence[str]], npt.NDArray[np.float32]]
@@ -256,38 +256,51 @@ def _student_memory(runtime: Any, probe: StudentProbe) -> dict[str, Any]:
     }
 
 
+def _cells(spec: SystemSpec, threads: int, workloads: dict[str, list[str]], settings: TimingSettings,
+           probe: StudentProbe) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Load the system with ``threads`` and time every (batch size, workload) cell; the runtime is
+    dropped when this returns, so the next thread count's load does not map the table a second time."""
+    rows: list[dict[str, Any]] = []
+    loaded = load_system(spec, threads, probe)
+    memory: dict[str, Any] = {"rss_bytes_loaded": rss_bytes()}
+    is_student = spec.kind == "student"
+    for batch_size in settings.batch_sizes:
+        def call(texts: Sequence[str], b: int = batch_size) -> Any:
+            return loaded.predict(texts, b)
+
+        for workload, texts in workloads.items():
+            row = time_cell(call, texts, batch_size, settings, probe if is_student else None)
+            row.update(workload=workload, system=spec.key, threads=threads, kind=spec.kind)
+            if loaded.tokens is not None:
+                row["mean_tokens"] = round(float(np.mean(loaded.tokens(list(texts[: row["samples"]])))), 1)
+            rows.append(row)
+            print(f"  {spec.key:24s} {workload:10s} b{batch_size:<3d} t{threads}: "
+                  f"{row['samples_per_s']:>12,.2f} samples/s  ({row['repeats']} x {row['samples']}, "
+                  f"spread {row['spread']:.2f}, load {row['loadavg_1m']})", flush=True)
+    memory["rss_bytes_end"] = rss_bytes()
+    if is_student:
+        memory.update(_student_memory(loaded.runtime, probe))
+    return rows, memory
+
+
 def run_system(spec: SystemSpec, workloads: dict[str, list[str]], settings: TimingSettings) -> dict[str, Any]:
-    """Every cell of one system; meant to run in a fresh process. Returns rows, memory and facts."""
+    """Every cell of one system; meant to run in a fresh process. Returns rows, memory and facts.
+
+    Memory: RSS after loading (the largest over thread counts), and at the end of the last thread
+    count's cells, with the student's table facts of that last load (touched pages: all loads).
+    """
     rows: list[dict[str, Any]] = []
     facts: dict[str, Any] = {"spec": asdict(spec), "loadavg_start": loadavg()}
     probe = StudentProbe()
-    is_student = spec.kind == "student"
+    memory: dict[str, Any] = {}
     rss_loaded = 0
-    loaded: Loaded | None = None
     for threads in settings.threads:
-        loaded = None  # drop the previous thread count's runtime (and its mappings) before the next
-        gc.collect()
-        loaded = load_system(spec, threads, probe)
-        rss_loaded = max(rss_loaded, rss_bytes())
-        for batch_size in settings.batch_sizes:
-            predict = loaded.predict
-
-            def call(texts: Sequence[str], predict: BatchPredict = predict, b: int = batch_size) -> Any:
-                return predict(texts, b)
-
-            for workload, texts in workloads.items():
-                row = time_cell(call, texts, batch_size, settings, probe if is_student else None)
-                row.update(workload=workload, system=spec.key, threads=threads, kind=spec.kind)
-                if loaded.tokens is not None:
-                    row["mean_tokens"] = round(float(np.mean(loaded.tokens(list(texts[: row["samples"]])))), 1)
-                rows.append(row)
-                print(f"  {spec.key:24s} {workload:10s} b{batch_size:<3d} t{threads}: "
-                      f"{row['samples_per_s']:>12,.2f} samples/s  ({row['repeats']} x {row['samples']}, "
-                      f"spread {row['spread']:.2f}, load {row['loadavg_1m']})", flush=True)
-    memory: dict[str, Any] = {"rss_bytes_end": rss_bytes(), "rss_bytes_loaded": rss_loaded,
-                              "peak_rss_bytes": peak_rss_bytes()}
-    if is_student and loaded is not None:
-        memory.update(_student_memory(loaded.runtime, probe))
+        cells, memory = _cells(spec, threads, workloads, settings, probe)
+        gc.collect()  # the runtime holds reference cycles (the probe's wrappers); free its mappings now
+        rows += cells
+        rss_loaded = max(rss_loaded, memory["rss_bytes_loaded"])
+    memory.update(rss_bytes_loaded=rss_loaded, peak_rss_bytes=peak_rss_bytes())
+    if spec.kind == "student":
         # Measured last: its two 256 MiB arrays would otherwise count in the peak RSS above.
         facts["copy_bytes_per_s_end"] = copy_bandwidth()
     facts["loadavg_end"] = loadavg()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_memory import loadavg
+from loadtest.machine import load_note, loadavg, machine
 from loadtest.steps import Step, check_goals, parse_locust_stats, render_markdown, should_stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     service_args = ["--student", str(args.student), "--teacher", str(args.teacher), "--workers", str(args.workers),
                     "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
     start_load = loadavg()
-    start_note = _load_note()
+    start_note = load_note()
     steps: list[Step] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
@@ -235,11 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     goals = check_goals(steps)
     report: dict[str, Any] = {
         "command": command,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "loadavg_start": start_load,
         "loadavg_end": loadavg(),
-        "load_note": start_note,
+        "load_note": f"at start, {start_note}",
         "service_command": "python -m service " + " ".join(service_args),
         "locust": f"FastHttpUser, {args.locust_processes} process(es), closed loop (wait 0)",
         "step_s": args.step_s,
@@ -256,16 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         write_chart(steps, args.out.with_suffix(".png"), f"Step load, {os.cpu_count()} cores, {report['date']}")
     print(markdown)
     return 0
-
-
-def _load_note() -> str:
-    try:
-        lines = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
-                               check=False).stdout.splitlines()[1:6]
-    except OSError:
-        return ""
-    busy = [line.strip()[:100] for line in lines if line.strip() and float(line.split()[0]) >= 20.0]
-    return ("other busy processes at start: " + "; ".join(busy)) if busy else "no other busy process at start."
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,37 +35,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from loadtest.bench_core import check_goals  # noqa: E402
-from loadtest.bench_memory import copy_bandwidth, loadavg  # noqa: E402
+from loadtest.bench_memory import copy_bandwidth  # noqa: E402
 from loadtest.bench_prepare import load_workloads, prepare_baselines  # noqa: E402
 from loadtest.bench_report import render_markdown, write_chart  # noqa: E402
 from loadtest.bench_systems import SystemSpec, TimingSettings, run_system  # noqa: E402
+from loadtest.machine import load_note, loadavg, machine  # noqa: E402
 
 ALL_SYSTEMS = ("student-demo", "student-paper", "fasttext", "minilm-onnx", "minilm-pytorch",
                "roberta-large-onnx", "roberta-large-pytorch")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> str:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu_model()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.platform()}"
-
-
-def other_heavy_processes() -> list[str]:
-    """Command lines of other busy processes (e.g. a training run), for the report's load note."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
-                             check=False).stdout.splitlines()[1:6]
-    except OSError:
-        return []
-    mine = {str(os.getpid())}
-    return [line.strip()[:120] for line in out if line.strip() and float(line.split()[0]) >= 20.0
-            and not any(p in line for p in mine)]
 
 
 def _in_child(fn: Any, *args: Any) -> Any:
@@ -136,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/bench.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(
         sys.argv[1:] if argv is None else argv))
     start_load = loadavg()
-    busy = other_heavy_processes()
+    start_note = load_note()
     workloads = {k: v for k, v in load_workloads(args.data_cache, limit=args.texts).items() if k in args.workloads}
     print(f"workloads: {', '.join(f'{k} {len(v)} texts' for k, v in workloads.items())}; load {start_load}")
     built = _in_child(prepare_baselines, list(args.systems), args.cache, args.data_cache)
@@ -167,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     missing = sorted(set(args.systems) - {s.key for s in specs})
     if missing:
         notes.append(f"Not measured (model not found): {', '.join(missing)}.")
-    load_note = ("other busy processes at start: " + "; ".join(busy)) if busy else "no other busy process at start."
     report: dict[str, Any] = {
         "command": command,
         "machine": machine(),
@@ -175,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "loadavg_start": start_load,
         "loadavg_end": end_load,
-        "load_note": load_note,
+        "load_note": f"at start, {start_note}",
         "settings": vars(settings) | {"texts_limit": args.texts},
         "workloads": {k: {"texts": len(v), "mean_words": statistics.mean(len(t.split()) for t in v)}
                       for k, v in workloads.items()},

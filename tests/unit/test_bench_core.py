@@ -132,3 +132,12 @@ def test_report_renders_every_section() -> None:
         assert needle in text, needle
     assert "6.00 GB/s" in text
     assert gather_table(rows, 0.0).count("\n") == 2
+
+
+def test_speedup_goal_is_judged_per_student() -> None:
+    rows = [row("demo", w, 32, 1, 5000.0) for w in ("reviews", "sentences")]
+    rows += [row("paper", w, 32, 1, 500.0) for w in ("reviews", "sentences")]
+    rows += [row("roberta", w, 32, 1, 1.0) for w in ("reviews", "sentences")]
+    demo, paper, *_ = check_goals(rows, ["demo", "paper"], "paper", ["roberta"], None, {})
+    assert demo.met is True and demo.name.startswith("demo")
+    assert paper.met is False and paper.worst == pytest.approx(500.0)
