@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-import resource
 import statistics
 import time
 from collections.abc import Sequence
@@ -34,8 +33,12 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak RSS of this process (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process image (VmHWM). Not ``ru_maxrss``: Linux carries that across ``execve``,
+    so a spawned child would report its parent's peak at the fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def mapped_rss(paths: Sequence[Path | str], smaps: str | None = None) -> int:

@@ -170,6 +170,6 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{workload} (mean {report['workloads'][workload]['mean_words']:.0f} words)")
         ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(f"Text in -> probabilities out, {report['machine_short']}, {report['date']}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))  # leave room for the title above the panels
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,17 +8,21 @@ sends its next request when the previous one is answered. They use ``FastHttpUse
 (geventhttpclient), which costs a fraction of the CPU of ``HttpUser``: on a 2-core machine locust
 shares the CPU with the service, so the client's cost is part of what is measured.
 
-Settings, from environment variables (the runner sets them; defaults work against a local service):
-- ``SD_LOADTEST_TEXTS``: a file with one text per line (default: built-in movie-review sentences);
-- ``SD_LOADTEST_BATCH``: texts per request (default 1);
-- ``SD_LOADTEST_MAX_REQUESTS``: stop this locust process after that many requests (0 = no limit);
-- ``SD_LOADTEST_CASCADE``: "1" if the service has ``/v1/cascade/classify`` (MixedUser then uses it).
+Options of this locustfile (locust command line, or the environment variable in brackets):
+- ``--texts-file`` [SD_LOADTEST_TEXTS]: one text per line (default: built-in movie-review sentences);
+- ``--texts-per-request`` [SD_LOADTEST_BATCH]: texts in each request (default 1);
+- ``--max-requests`` [SD_LOADTEST_MAX_REQUESTS]: stop the run after about that many requests (0 = no limit);
+- ``--cascade-share`` [SD_LOADTEST_CASCADE]: "1" if the service has ``/v1/cascade/classify``, so MixedUser
+  sends part of its traffic there (else that part goes to the student route);
+- ``--summary-file``: where to write the run's totals as JSON when locust exits (``loadtest/run.py`` reads
+  it). Written at exit from the final stats, so a run ended early by ``--max-requests`` keeps its numbers
+  (locust's ``--csv`` files are written on a timer and can miss them).
 A request counts as failed unless it is answered 200 with one result per text.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -54,27 +58,67 @@ def load_texts(path: str | None) -> list[str]:
     return texts
 
 
-def _int_env(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
+_TEXTS: list[str] = []  # loaded once per locust process, when its options are known
+_ENVIRONMENT: list[Any] = []  # this process's locust Environment, kept for the quit listener
 
 
-TEXTS = load_texts(os.environ.get("SD_LOADTEST_TEXTS"))
-BATCH = max(1, _int_env("SD_LOADTEST_BATCH", 1))
-MAX_REQUESTS = _int_env("SD_LOADTEST_MAX_REQUESTS", 0)
-HAS_CASCADE = os.environ.get("SD_LOADTEST_CASCADE", "") == "1"
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--texts-file", default="", env_var="SD_LOADTEST_TEXTS", help="one text per line")
+    parser.add_argument("--texts-per-request", type=int, default=1, env_var="SD_LOADTEST_BATCH")
+    parser.add_argument("--max-requests", type=int, default=0, env_var="SD_LOADTEST_MAX_REQUESTS",
+                        help="stop after about that many requests (0 = no limit)")
+    parser.add_argument("--cascade-share", default="", env_var="SD_LOADTEST_CASCADE",
+                        help='"1": MixedUser also calls /v1/cascade/classify')
+    parser.add_argument("--summary-file", default="", help="write the run's totals there as JSON at exit")
+
+
+@events.init.add_listener
+def _load_texts(environment: Any, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    _TEXTS[:] = load_texts(options.texts_file if options is not None else None)
+    _ENVIRONMENT[:] = [environment]
+
+
+def stats_summary(total: Any) -> dict[str, float]:
+    """Totals of a locust ``StatsEntry`` (``runner.stats.total``), latencies in ms."""
+    has_requests = total.num_requests > 0
+    return {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "requests_per_s": total.total_rps,
+        "p50_ms": total.get_response_time_percentile(0.5) if has_requests else 0.0,
+        "p95_ms": total.get_response_time_percentile(0.95) if has_requests else 0.0,
+        "p99_ms": total.get_response_time_percentile(0.99) if has_requests else 0.0,
+        "max_ms": total.max_response_time if has_requests else 0.0,
+    }
+
+
+@events.quit.add_listener
+def _write_summary(**_kwargs: Any) -> None:
+    """After the runner has stopped (and, on a master, its workers have sent their last stats)."""
+    if not _ENVIRONMENT:
+        return
+    environment = _ENVIRONMENT[0]
+    options, runner = environment.parsed_options, environment.runner
+    if options is None or not options.summary_file or runner is None or isinstance(runner, WorkerRunner):
+        return
+    Path(options.summary_file).write_text(json.dumps(stats_summary(runner.stats.total)) + "\n", encoding="utf-8")
+
 
 @events.test_start.add_listener
 def _bound_request_count(environment: Any, **_kwargs: Any) -> None:
-    """Stop the run once MAX_REQUESTS requests are counted (checked on the master or local runner,
+    """Stop the run once ``--max-requests`` requests are counted (checked on the master or local runner,
     which see every worker's stats; workers report every few seconds, so the bound is approximate)."""
     runner = environment.runner
-    if not MAX_REQUESTS or runner is None or isinstance(runner, WorkerRunner):
+    options = environment.parsed_options
+    limit = int(options.max_requests) if options is not None else 0
+    if not limit or runner is None or isinstance(runner, WorkerRunner):
         return
 
     def watch() -> None:
         while runner.state not in (STATE_STOPPING, STATE_STOPPED):
-            if runner.stats.total.num_requests >= MAX_REQUESTS:
+            if runner.stats.total.num_requests >= limit:
                 runner.quit()
                 return
             gevent.sleep(0.2)
@@ -87,11 +131,16 @@ class _Classifier(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self._batch = max(1, int(options.texts_per_request)) if options is not None else 1
+        self._cascade = options is not None and options.cascade_share == "1"
+        self._texts_pool = _TEXTS or list(FALLBACK_TEXTS)
         self._rng = random.Random(id(self))  # each user starts at its own place in the texts
 
     def _texts(self) -> list[str]:
-        start = self._rng.randrange(len(TEXTS))
-        return [TEXTS[(start + i) % len(TEXTS)] for i in range(BATCH)]
+        pool = self._texts_pool
+        start = self._rng.randrange(len(pool))
+        return [pool[(start + i) % len(pool)] for i in range(self._batch)]
 
     def classify(self, route: str, name: str | None = None) -> None:
         texts = self._texts()
@@ -139,4 +188,4 @@ class MixedUser(_Classifier):
 
     @task(1)
     def cascade_or_student(self) -> None:
-        self.classify(CASCADE_ROUTE if HAS_CASCADE else STUDENT_ROUTE)
+        self.classify(CASCADE_ROUTE if self._cascade else STUDENT_ROUTE)

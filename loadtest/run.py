@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.machine import load_note, loadavg, machine
-from loadtest.steps import Step, check_goals, parse_locust_stats, render_markdown, should_stop
+from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -97,28 +97,25 @@ class Service:
 def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace, texts_file: Path,
              work: Path, has_cascade: bool) -> Step:
     prefix = work / f"{scenario.kind}-x{scenario.texts_per_request}-u{users}"
+    summary_file = prefix.with_suffix(".json")
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--reset-stats",
         "-u", str(users), "-r", str(users), "-t", f"{args.step_s}s", "--stop-timeout", "5",
-        "--host", host, "--csv", str(prefix), "--loglevel", "WARNING",
+        "--host", host, "--loglevel", "WARNING",
     ]
     if args.locust_processes > 1:
         command += ["--processes", str(args.locust_processes)]
+    # The locustfile's own options (see loadtest/locustfile.py).
+    command += ["--texts-file", str(texts_file), "--texts-per-request", str(scenario.texts_per_request),
+                "--max-requests", str(args.max_requests), "--cascade-share", "1" if has_cascade else "0",
+                "--summary-file", str(summary_file)]
     command.append(USER_CLASSES[scenario.kind])
-    env = os.environ | {
-        "SD_LOADTEST_TEXTS": str(texts_file),
-        "SD_LOADTEST_BATCH": str(scenario.texts_per_request),
-        "SD_LOADTEST_MAX_REQUESTS": str(args.max_requests),
-        "SD_LOADTEST_CASCADE": "1" if has_cascade else "",
-    }
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=args.step_s + 60, check=False)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.step_s + 60, check=False)
     seconds = time.perf_counter() - started
-    stats_file = prefix.with_name(prefix.name + "_stats.csv")
-    if not stats_file.is_file():
-        raise RuntimeError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    stats = parse_locust_stats(stats_file.read_text())
+    if not summary_file.is_file():
+        raise RuntimeError(f"locust wrote no summary (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    stats = parse_summary(summary_file.read_text())
     return Step(scenario=scenario.name, route=ROUTES[scenario.kind], texts_per_request=scenario.texts_per_request,
                 users=users, requests=int(stats["requests"]), failures=int(stats["failures"]),
                 requests_per_s=stats["requests_per_s"], p50_ms=stats["p50_ms"], p95_ms=stats["p95_ms"],
@@ -179,7 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", nargs="+", default=["student", "teacher", "mixed", "cascade"],
                    choices=list(USER_CLASSES))
     p.add_argument("--texts-per-request", nargs="+", type=int, default=[1, 32])
-    p.add_argument("--users", nargs="+", type=int, default=None, help="the user ladder (default 1 2 4 ... 64)")
+    p.add_argument("--users", nargs="+", type=int, default=None,
+                   help="the user ladder (default 1 2 4 8 12 16 24 32 64)")
     p.add_argument("--step-s", type=int, default=15, help="seconds of each step")
     p.add_argument("--max-requests", type=int, default=50_000, help="most requests in one step")
     p.add_argument("--workers", type=int, default=1, help="service worker processes")
@@ -192,7 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.step_s = 3
-    args.users = args.users or ([1, 4, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64])
+    args.users = args.users or ([1, 4, 16] if args.quick else [1, 2, 4, 8, 12, 16, 24, 32, 64])
     return args
 
 

@@ -1,4 +1,4 @@
-"""The pure parts of ``make loadtest``: locust's summary CSV -> a step, the knee, the report text.
+"""The pure parts of ``make loadtest``: the summary locust writes at exit -> a step, the knee, the report text.
 
 A *scenario* is a route with a request size (1 or 32 texts); a *step* is one locust run at a fixed
 number of closed-loop users. The *knee* of a scenario is its highest-throughput step that still has
@@ -8,8 +8,7 @@ Unit-tested in tests/unit/test_loadtest_steps.py.
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,24 +47,24 @@ class Step:
         return asdict(self) | {"texts_per_s": self.texts_per_s, "healthy": self.healthy}
 
 
-def parse_locust_stats(text: str) -> dict[str, float]:
-    """The "Aggregated" row of locust's ``<prefix>_stats.csv`` as numbers (ms for latencies)."""
-    for row in csv.DictReader(io.StringIO(text)):
-        if row.get("Name") == "Aggregated":
-            def num(key: str, row: dict[str, str] = row) -> float:
-                value = (row.get(key) or "").strip()
-                return float(value) if value and value != "N/A" else 0.0
+SUMMARY_KEYS = ("requests", "failures", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms")
 
-            return {
-                "requests": num("Request Count"),
-                "failures": num("Failure Count"),
-                "requests_per_s": num("Requests/s"),
-                "p50_ms": num("50%"),
-                "p95_ms": num("95%"),
-                "p99_ms": num("99%"),
-                "max_ms": num("Max Response Time"),
-            }
-    raise ValueError("locust stats CSV has no 'Aggregated' row")
+
+def parse_summary(text: str) -> dict[str, float]:
+    """The totals the locustfile writes at exit (``--summary-file``), checked: every key, as numbers."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"locust summary is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("locust summary is not a JSON object")
+    missing = [k for k in SUMMARY_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"locust summary lacks {', '.join(missing)}")
+    bad = [k for k in SUMMARY_KEYS if not isinstance(data[k], int | float) or isinstance(data[k], bool)]
+    if bad:
+        raise ValueError(f"locust summary has non-numbers for {', '.join(bad)}")
+    return {k: float(data[k]) for k in SUMMARY_KEYS}
 
 
 def knee(steps: Sequence[Step]) -> Step | None:

@@ -1,4 +1,4 @@
-"""The load test's pure parts: locust's CSV, the knee, the stop rule, the goals, the report."""
+"""The load test's pure parts: locust's summary, the knee, the stop rule, the goals, the report."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from loadtest.steps import (
     best_under,
     check_goals,
     knee,
-    parse_locust_stats,
+    parse_summary,
     render_markdown,
     should_stop,
     steps_table,
 )
 
-# The header and rows of a real locust 2.x ``_stats.csv`` (values shortened).
-LOCUST_CSV = (
-    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
-    "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
-    "99.99%,100%\n"
-    "POST,/v1/classify,740,0,10,10.8,1.9,25.2,210.0,379.4,0.0,10,12,13,14,15,16,18,20,25,25,25\n"
-    ",Aggregated,740,2,10,10.8,1.9,25.2,210.0,379.4,0.0,10,12,13,14,15,16,18,20,25,25,25\n"
-)
+# What loadtest/locustfile.py writes at exit (--summary-file).
+SUMMARY = '{"requests": 740, "failures": 2, "requests_per_s": 379.4, "p50_ms": 10, "p95_ms": 16, "p99_ms": 20, ' \
+    '"max_ms": 25.2}'
 
 
 def step(users: int, rps: float, p99: float, failures: int = 0, scenario: str = "student x1", texts: int = 1,
@@ -30,20 +25,23 @@ def step(users: int, rps: float, p99: float, failures: int = 0, scenario: str = 
     return Step(scenario, "/v1/classify", texts, users, requests, failures, rps, p99 / 3, p99 / 2, p99, p99 * 2, 10.0)
 
 
-def test_parse_locust_stats_reads_the_aggregated_row() -> None:
-    stats = parse_locust_stats(LOCUST_CSV)
-    assert stats == {"requests": 740, "failures": 2, "requests_per_s": 379.4, "p50_ms": 10, "p95_ms": 16,
-                     "p99_ms": 20, "max_ms": 25.2}
+def test_parse_summary_reads_every_total() -> None:
+    assert parse_summary(SUMMARY) == {"requests": 740, "failures": 2, "requests_per_s": 379.4, "p50_ms": 10,
+                                      "p95_ms": 16, "p99_ms": 20, "max_ms": 25.2}
 
 
-def test_parse_locust_stats_without_aggregated_row_fails() -> None:
-    with pytest.raises(ValueError, match="Aggregated"):
-        parse_locust_stats(LOCUST_CSV.splitlines()[0] + "\n")
-
-
-def test_parse_locust_stats_reads_na_as_zero() -> None:
-    text = LOCUST_CSV.splitlines()[0] + "\n" + ",Aggregated,0,0,0,0,0,0,0,0,0" + ",N/A" * 11 + "\n"
-    assert parse_locust_stats(text)["p99_ms"] == 0.0
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"requests": 1}', "lacks failures"),
+        (SUMMARY.replace("379.4", '"fast"'), "non-numbers for requests_per_s"),
+    ],
+)
+def test_parse_summary_rejects_damaged_files(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_summary(text)
 
 
 def test_knee_is_the_fastest_healthy_step() -> None:
