@@ -20,7 +20,8 @@
 
 ARG BASE_IMAGE=python:3.11-slim
 
-# --- base: python, a venv, the non-root user ---------------------------------------------------------
+# --- base: python and the non-root user (the venv is made in the build stages and copied whole, so the
+# final images do not carry a second, shadowed copy of it in a lower layer) -------------------------------
 FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -28,8 +29,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN python3 -m venv /opt/venv \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
     && mkdir -p /app /models \
     && chown app:app /app /models
 WORKDIR /app
@@ -38,14 +38,20 @@ WORKDIR /app
 FROM base AS serve-build
 # pyproject.toml always matches; docker-ca.crt only if the context has it.
 COPY pyproject.toml docker-ca.cr[t] /tmp/build/
-COPY README.md /tmp/src/
-COPY pyproject.toml /tmp/src/
+# The dependencies first, read from pyproject.toml alone: a change to the sources reuses this layer.
+RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
+    && python3 -m venv /opt/venv \
+    && pip install --upgrade pip \
+    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies']))" \
+       >/tmp/build/requirements.txt \
+    && pip install -r /tmp/build/requirements.txt
+COPY README.md pyproject.toml /tmp/src/
 COPY service /tmp/src/service
 COPY training /tmp/src/training
 COPY loadtest /tmp/src/loadtest
 RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
-    && pip install --upgrade pip \
-    && pip install /tmp/src \
+    && pip install --no-deps /tmp/src \
+    && pip check \
     && if pip show torch >/dev/null 2>&1; then echo "torch must not be in the serving image" >&2; exit 1; fi
 
 # --- serve: the HTTP service -------------------------------------------------------------------------
