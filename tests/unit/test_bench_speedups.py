@@ -1,6 +1,6 @@
 """Speed-ups found by ``make bench``, proven to change nothing: the student's float16 gather through
-onnxruntime (same floats as numpy) and the featurizer's bucketed key lookup (same positions as
-``np.searchsorted``)."""
+onnxruntime (same floats as numpy), its chunked embedding-bag pooling (the same means as a plain
+per-text loop) and the featurizer's bucketed key lookup (same positions as ``np.searchsorted``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.featurizer import FeaturizerSettings, NgramFeaturizer, mix_keys
-from service.student_runtime import EmbeddingTable, gather_cast_model
+from service.featurizer import FeaturizerSettings, NgramFeaturizer, NgramOccurrences, mix_keys
+from service.student_runtime import EmbeddingTable, gather_cast_model, mean_pool
 
 
 def test_gather_cast_model_bytes_match_the_onnx_package() -> None:
@@ -57,6 +57,37 @@ def test_gather_equals_numpy(tmp_path: Path, dtype: str, sizes: list[int]) -> No
         np.testing.assert_array_equal(got, full[index].astype(np.float32))
     assert np.signbit(table.gather(np.array([0], dtype=np.int64))[0, 1])  # -0.0 stays -0.0
     assert table.gather(np.empty(0, dtype=np.int64)).shape == (0, 9)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 1024])
+@pytest.mark.parametrize("sizes", [[50], [7, 20, 1, 22]])
+def test_mean_pool_equals_a_per_text_loop(tmp_path: Path, chunk_rows: int, sizes: list[int]) -> None:
+    full, shards, starts = _shards(tmp_path, "float16", sizes, dim=9)
+    table = EmbeddingTable(shards, starts, threads=1)
+    rng = np.random.default_rng(chunk_rows)
+    # Five texts: the second has no n-gram in the vocabulary, the fourth repeats one row three times.
+    per_text = [rng.integers(0, 50, 12), np.array([], dtype=np.int64), rng.integers(0, 50, 1),
+                np.array([5, 5, 5, 40]), rng.integers(0, 50, 30)]
+    occ = NgramOccurrences(
+        text_index=np.concatenate([np.full(r.size, t) for t, r in enumerate(per_text)]).astype(np.int64),
+        rows=np.concatenate(per_text).astype(np.int64),
+        total=np.array([r.size + 2 for r in per_text], dtype=np.int64),
+        num_texts=len(per_text),
+    )
+    got = mean_pool(occ, table, chunk_rows=chunk_rows)
+    assert got.dtype == np.float32 and got.shape == (5, 9)
+    for t, rows in enumerate(per_text):
+        expected = full[rows].astype(np.float64).mean(axis=0) if rows.size else np.zeros(9)
+        np.testing.assert_allclose(got[t], expected, rtol=1e-5, atol=1e-6)
+    assert not got[1].any()  # no n-gram found: the zero vector, as EmbeddingBag gives
+
+
+def test_mean_pool_of_a_batch_with_no_ngram_found(tmp_path: Path) -> None:
+    _, shards, starts = _shards(tmp_path, "float16", [10], dim=4)
+    empty = np.empty(0, dtype=np.int64)
+    occ = NgramOccurrences(text_index=empty, rows=empty, total=np.array([3, 0]), num_texts=2)
+    got = mean_pool(occ, EmbeddingTable(shards, starts, threads=1))
+    assert got.shape == (2, 4) and not got.any()
 
 
 def _featurizer(keys: np.ndarray) -> NgramFeaturizer:

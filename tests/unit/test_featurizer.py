@@ -293,3 +293,17 @@ def test_vocabulary_files_round_trip(tmp_path: Path) -> None:
     assert_matches_reference(loaded, ngrams, TEXTS)
     # Row i is the i-th listed n-gram.
     assert row_dict(loaded, ngrams) == {g: i for i, g in enumerate(ngrams)}
+
+
+TRICKY_TEXTS = [
+    "a b cd e fg, hi-jk l'mn o_p q1 2r 3 45 __ _ x",
+    "Ünïcödé wörds, ÉCOLE naïve café 東京タワー a ß ﬁne ١٢٣ x_ _y",
+    "", " ", "a", "ab", "a.b.cd", "it's the film's 90-minute run-time...",
+    "tab\tnew\nline\r\nend  double  spaces", "émoji 😀😀 word🙂word", "x" * 300,
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_fast_default_pattern_finds_the_same_tokens(text: str) -> None:
+    tokenize = Tokenizer(FeaturizerSettings())
+    assert tokenize(text) == re.findall(DEFAULT_TOKEN_PATTERN, text.lower())
