@@ -47,15 +47,17 @@ def memory_table(memory: dict[str, dict[str, Any]]) -> str:
 
 def gather_table(rows: Sequence[dict[str, Any]], copy_bytes_per_s: float) -> str:
     lines = ["| student | workload | batch | threads | featurize share | gather share | gathered bytes/sample | "
-             "gather GB/s | of copy bandwidth |", "|---" * 9 + "|"]
+             "gather GB/s | of copy bandwidth | numpy take, same rows GB/s | gather / take |", "|---" * 11 + "|"]
     for r in rows:
         if r.get("gather_gb_per_s") is None:
             continue
         share = r["gather_gb_per_s"] * 1e9 / copy_bytes_per_s if copy_bytes_per_s else 0.0
+        take = r.get("take_gb_per_s")
         lines.append(
             f"| {r['system']} | {r['workload']} | {r['batch_size']} | {r['threads']} | "
             f"{r['featurize_share']:.0%} | {r['gather_share']:.0%} | {r['gather_bytes_per_sample']:,} | "
-            f"{r['gather_gb_per_s']:.2f} | {share:.0%} |"
+            f"{r['gather_gb_per_s']:.2f} | {share:.0%} | "
+            + (f"{take:.2f} | {r['gather_gb_per_s'] / take:.0%} |" if take else "- | - |")
         )
     return "\n".join(lines)
 
@@ -114,7 +116,10 @@ def render_markdown(report: dict[str, Any], goals: Sequence[Goal]) -> str:
         "",
         f"Memory copy bandwidth of this machine, same run (numpy copy of a 256 MiB array, bytes read per "
         f"second, median of 5): {copy / 1e9:.2f} GB/s. Gather bandwidth = bytes of the distinct rows a "
-        "batch gathers (in the table's dtype) / time inside `EmbeddingTable.gather`.",
+        "batch gathers (in the table's dtype) / time inside `EmbeddingTable.gather_into` (onnxruntime's "
+        "Gather + Cast to float32, on the runtime's threads). Numpy take, same rows = the same row chunks, "
+        "in the same order, read again after the cell by numpy's take on one thread with no conversion: "
+        "what this machine gives for those scattered reads, which a sequential copy does not show.",
         "",
         gather_table(rows, copy),
         "",

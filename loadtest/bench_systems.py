@@ -72,10 +72,26 @@ class StudentProbe:
     gather_s: float = 0.0
     gather_bytes: int = 0
     gathered: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # The row chunks of the timed passes (up to MAX_RECORDED_ROWS), and a function that reads the same
+    # chunks again with numpy's take (no float32 conversion) and returns its bytes/s: the gather's
+    # like-for-like ceiling on this machine, the same scattered rows in the same order.
+    recorded: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    recorded_rows: int = 0
+    replay: Callable[[list[npt.NDArray[np.int64]]], float] | None = None
 
     def reset(self) -> None:
         self.featurize_s = self.gather_s = 0.0
         self.gather_bytes = 0
+        self.recorded = []
+        self.recorded_rows = 0
+
+    def record(self, rows: npt.NDArray[np.int64]) -> None:
+        if self.recorded_rows < MAX_RECORDED_ROWS:
+            self.recorded.append(rows.copy())
+            self.recorded_rows += int(rows.size)
+
+
+MAX_RECORDED_ROWS = 2_000_000  # 16 MB of row ids: several passes of 32 reviews at paper scale
 
 
 # --- the timing loop ----------------------------------------------------------------------------
@@ -128,6 +144,8 @@ def time_cell(predict: Predict, texts: Sequence[str], batch_size: int, settings:
         row["gather_share"] = round(probe.gather_s / total, 3)
         row["gather_bytes_per_sample"] = round(probe.gather_bytes / (plan.samples * plan.repeats))
         row["gather_gb_per_s"] = round(probe.gather_bytes / probe.gather_s / 1e9, 3) if probe.gather_s else None
+        if probe.replay is not None and probe.recorded:
+            row["take_gb_per_s"] = round(probe.replay(probe.recorded) / 1e9, 3)
     return row
 
 
@@ -160,6 +178,22 @@ def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
         probe.gather_s += time.perf_counter() - t0
         probe.gather_bytes += int(rows.size) * row_bytes
         probe.gathered[rows] = True
+        probe.record(rows)
+
+    def replay(chunks: list[npt.NDArray[np.int64]]) -> float:
+        """numpy's take of the recorded chunks, split by shard as ``gather_into`` does; bytes/s."""
+        buffer = np.empty((max(c.size for c in chunks), table.dim), dtype=table.shards[0].dtype)
+        started = time.perf_counter()
+        for rows in chunks:
+            which = np.searchsorted(table.starts, rows, side="right") - 1
+            bounds = np.searchsorted(which, np.arange(len(table.shards) + 1))
+            for s, shard in enumerate(table.shards):
+                lo, hi = bounds[s], bounds[s + 1]
+                if hi > lo:
+                    np.take(shard, rows[lo:hi] - table.starts[s], axis=0, out=buffer[lo:hi])
+        return sum(int(c.size) for c in chunks) * row_bytes / (time.perf_counter() - started)
+
+    probe.replay = replay
 
     def timed_occurrences(texts: Sequence[str]) -> Any:
         t0 = time.perf_counter()

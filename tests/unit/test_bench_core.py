@@ -110,7 +110,7 @@ def test_mapped_rss_sums_the_files_mappings() -> None:
 
 def test_report_renders_every_section() -> None:
     rows = [row("student-demo", "reviews", 32, 1, 900.0, featurize_share=0.6, gather_share=0.2,
-                gather_bytes_per_sample=300_000, gather_gb_per_s=1.5),
+                gather_bytes_per_sample=300_000, gather_gb_per_s=1.5, take_gb_per_s=3.0),
             row("roberta", "reviews", 32, 1, 0.5)]
     report = {
         "command": "python scripts/bench.py", "machine": "m", "date": "d", "loadavg_start": [1.0, 1.0, 1.0],
@@ -128,7 +128,8 @@ def test_report_renders_every_section() -> None:
     goals = check_goals(rows, ["student-demo"], None, ["roberta"], None, {"student-demo reviews b32 t1": 0.25})
     text = render_markdown(report, goals)
     for needle in ("## Goals", "## Throughput, reviews", "| reviews | 32 | 1 | student-demo | roberta | 1,800x |",
-                   "| 1.50 | 25% |", "512.0 MiB (200,000 x 256 float16)", "| 0.4 MiB |", "| n/a |", "- n"):
+                   "| 1.50 | 25% | 3.00 | 50% |", "512.0 MiB (200,000 x 256 float16)",
+                   "| 0.4 MiB |", "| n/a |", "- n"):
         assert needle in text, needle
     assert "6.00 GB/s" in text
     assert gather_table(rows, 0.0).count("\n") == 2
@@ -141,3 +142,4 @@ def test_speedup_goal_is_judged_per_student() -> None:
     demo, paper, *_ = check_goals(rows, ["demo", "paper"], "paper", ["roberta"], None, {})
     assert demo.met is True and demo.name.startswith("demo")
     assert paper.met is False and paper.worst == pytest.approx(500.0)
+
