@@ -6,7 +6,7 @@
 Runs the student in a child process under ``py-spy record --format raw`` (py-spy must be installed:
 ``pip install py-spy``) for ``--seconds``, then sums the samples by function, inclusive (a function and
 what it calls) and by the stage of the pipeline it belongs to (tokenize, word ids, n-gram keys, key
-lookup, unique, gather, pooling product, head), and writes ``<out>`` (default
+lookup, sort by row, gather, pooling product, head), and writes ``<out>`` (default
 ``reports/bench.profile-<student>-<workload>-b<batch>.txt``).
 """
 
@@ -33,7 +33,7 @@ STAGES = [
     ("batch_ngram_columns", "n-gram windows"),
     ("occurrences_from_ids", "featurizer numpy (other)"),
     ("gather", "gather (onnxruntime)"),
-    ("unique", "np.unique"),
+    ("argsort", "sort by row"),
     ("_mul_multivector", "pooling product (scipy)"),
     ("matmul", "pooling product (scipy)"),
     ("mean_pool", "pooling (other)"),

@@ -9,15 +9,15 @@ sum of its in-vocabulary n-gram rows, repeats counted, over the number of n-gram
    from float16 on the way), and each chunk's columns multiply that block into the output. The block
    stays in the CPU cache, so the table's rows cross the memory bus once, as float16; gathering the
    whole batch first (36k rows, 144 MB of float32 for 32 reviews at paper scale) and then multiplying
-   was 2.4x slower, mostly in cache misses and page faults on the fresh block.
+   was 1.8x slower (``scripts/bench_pool.py``; reports/bench-notes.md).
 
 A text with no n-gram in the vocabulary pools to the zero vector, as torch's EmbeddingBag does.
 
 A float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the memory-mapped shard,
-which it reads in place, on the runtime's threads): numpy converts float16 to float32 in software,
-about 1.2 GB/s here, where onnxruntime's vectorised cast gathers 3.5 GB/s of random rows on 1 thread
-and 6.6 on 2 (1,000-d rows, chunks of 1,024). The graph is written as protobuf bytes below, since the
-serving side has onnxruntime but not the onnx package.
+which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
+1.2 GB/s here, where onnxruntime's gather with its vectorised cast reads 4.3 GB/s of scattered
+1,000-d rows on 1 thread and 5.3 on 2 (reports/bench-notes.md). The graph is written as protobuf bytes
+below, since the serving side has onnxruntime but not the onnx package.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""The student's pooling alone, by chunk size: how ``POOL_CHUNK_ROWS`` was chosen (reports/bench-notes.md).
+
+    .venv/bin/python scripts/bench_pool.py                                   # models/mr-paper, 32 reviews a batch
+    .venv/bin/python scripts/bench_pool.py --student models/mr-demo --workload sentences --threads 2
+
+Featurizes a prefix of the workload once, pools every batch once untimed (the table rows are then
+mapped), then times ``mean_pool`` over all batches for each chunk size, best of ``--repeats`` passes,
+with the gather (``EmbeddingTable.gather_into``) timed inside it. Prints a table; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loadtest.bench_memory import copy_bandwidth  # noqa: E402
+from loadtest.bench_prepare import load_workloads  # noqa: E402
+from service.student_runtime import EmbeddingTable, StudentRuntime, mean_pool  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", type=Path, default=REPO / "models/mr-paper")
+    p.add_argument("--workload", choices=["sentences", "reviews"], default="reviews")
+    p.add_argument("--texts", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chunks", type=int, nargs="+", default=[256, 1024, 4096, 1 << 20])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-cache", type=Path, default=REPO / ".cache/data")
+    args = p.parse_args(argv)
+
+    runtime = StudentRuntime.load(args.student, threads=args.threads, verify_checksums=False)
+    table = runtime.table
+    texts = load_workloads(args.data_cache)[args.workload][: args.texts]
+    batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+    occurrences = [runtime.featurizer.occurrences(b) for b in batches]
+    row_bytes = table.dim * table.shards[0].dtype.itemsize
+    gathered = sum(np.unique(o.rows).size for o in occurrences) * row_bytes
+    for occ in occurrences:
+        mean_pool(occ, table)
+
+    spent = [0.0]
+
+    def timed(rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        t0 = time.perf_counter()
+        EmbeddingTable.gather_into(table, rows, out)
+        spent[0] += time.perf_counter() - t0
+
+    setattr(table, "gather_into", timed)  # noqa: B010
+    copy = copy_bandwidth()
+    print(f"{args.student.name}, {args.workload}, batch {args.batch_size}, {args.threads} thread(s), "
+          f"{len(batches)} batches; copy bandwidth {copy / 1e9:.2f} GB/s")
+    print("| chunk rows | pool ms/batch | gather ms/batch | gather GB/s | of copy |")
+    print("|---|---|---|---|---|")
+    for chunk in args.chunks:
+        best_total, best_gather = float("inf"), float("inf")
+        for _ in range(args.repeats):
+            spent[0] = 0.0
+            started = time.perf_counter()
+            for occ in occurrences:
+                mean_pool(occ, table, chunk_rows=chunk)
+            total = time.perf_counter() - started
+            if total < best_total:
+                best_total, best_gather = total, spent[0]
+        n = len(batches)
+        label = "all (one block)" if chunk >= 1 << 20 else f"{chunk:,}"
+        print(f"| {label} | {1e3 * best_total / n:.2f} | {1e3 * best_gather / n:.2f} | "
+              f"{gathered / best_gather / 1e9:.2f} | {gathered / best_gather / copy:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
