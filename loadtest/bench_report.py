@@ -118,8 +118,9 @@ def render_markdown(report: dict[str, Any], goals: Sequence[Goal]) -> str:
         f"second, median of 5): {copy / 1e9:.2f} GB/s. Gather bandwidth = bytes of the distinct rows a "
         "batch gathers (in the table's dtype) / time inside `EmbeddingTable.gather_into` (onnxruntime's "
         "Gather + Cast to float32, on the runtime's threads). Numpy take, same rows = the same row chunks, "
-        "in the same order, read again after the cell by numpy's take on one thread with no conversion: "
-        "what this machine gives for those scattered reads, which a sequential copy does not show.",
+        "in the same order, read again after the cell by numpy's take on one thread, float16 out with no "
+        "conversion, best of 3 passes: what this machine gives for those scattered reads alone, which a "
+        "sequential copy does not show (the gather also converts and writes twice the bytes).",
         "",
         gather_table(rows, copy),
         "",

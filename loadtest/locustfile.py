@@ -119,6 +119,9 @@ def _bound_request_count(environment: Any, **_kwargs: Any) -> None:
     def watch() -> None:
         while runner.state not in (STATE_STOPPING, STATE_STOPPED):
             if runner.stats.total.num_requests >= limit:
+                # As locust's own --run-time limit does in a headless run: a master then gives its
+                # workers half a second to send their last stats. (Calling stop() first made a 2-process
+                # run here wait out the master's 65 s stop timeout before it quit.)
                 runner.quit()
                 return
             gevent.sleep(0.2)

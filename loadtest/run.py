@@ -98,6 +98,7 @@ def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace
              work: Path, has_cascade: bool) -> Step:
     prefix = work / f"{scenario.kind}-x{scenario.texts_per_request}-u{users}"
     summary_file = prefix.with_suffix(".json")
+    summary_file.unlink(missing_ok=True)  # a step run twice must not read the first run's totals
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--reset-stats",
         "-u", str(users), "-r", str(users), "-t", f"{args.step_s}s", "--stop-timeout", "5",

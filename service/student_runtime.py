@@ -154,7 +154,12 @@ class EmbeddingTable:
         self._ort_gather.run_with_iobinding(binding)
 
     def gather_into(self, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
-        """``out[:] = table[rows]`` as float32; ``rows`` sorted ascending, so each shard is read in order."""
+        """``out[:] = table[rows]`` as float32; ``rows`` sorted ascending, so each shard is read in order.
+
+        ``out`` must be a C-contiguous float32 [rows, dim] array: onnxruntime writes to its address."""
+        if out.dtype != np.float32 or out.shape != (rows.size, self.dim) or not out.flags.c_contiguous:
+            raise ValueError(f"gather_into needs a C-contiguous float32 {(rows.size, self.dim)} array, "
+                             f"got {out.dtype} {out.shape}")
         if rows.size == 0:
             return
         if len(self.shards) == 1:
@@ -174,11 +179,13 @@ class EmbeddingTable:
         return out
 
 
-POOL_CHUNK_ROWS = 1024  # 4 KB float32 rows at 1,000-d: a 4 MB block, in cache (see the module docstring)
+POOL_CHUNK_ROWS = 1024  # 4 KB float32 rows at 1,000-d: a 4 MB block, in the L3 cache (see the module docstring)
 
 
 def mean_pool(occ: NgramOccurrences, table: EmbeddingTable, chunk_rows: int = POOL_CHUNK_ROWS) -> FloatArray:
     """Mean of each text's in-vocabulary n-gram embeddings, counting repeats."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     out = np.zeros((occ.num_texts, table.dim), dtype=np.float32)
     if occ.rows.size == 0:
         return out

@@ -51,3 +51,24 @@ def test_loadtest_runner_writes_a_report_per_route_and_step(
     markdown = out.with_suffix(".md").read_text()
     assert "student x1" in markdown and "teacher x4" in markdown
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_a_step_cut_by_max_requests_keeps_every_worker_s_totals(
+    tmp_path: Path, mr_small: TaskData, tiny_teacher_dir: Path
+) -> None:
+    """Two locust processes (a master and its workers), a 60 s step bounded at 300 requests: the step
+    ends long before 60 s, and its totals count at least the 300 requests the bound waited for."""
+    student = make_tiny_student(
+        tmp_path / "student", mr_small.train.texts, mr_small.train.labels, mr_small.label_names
+    )
+    out = tmp_path / "loadtest"
+    command = [
+        sys.executable, "-m", "loadtest.run", "--student", str(student), "--teacher", str(tiny_teacher_dir),
+        "--scenarios", "student", "--texts-per-request", "1", "--users", "2", "--step-s", "60",
+        "--max-requests", "300", "--locust-processes", "2", "--out", str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (step,) = json.loads(out.with_suffix(".json").read_text())["steps"]
+    assert step["seconds"] < 45, step  # cut by the bound (locust start-up and shutdown included)
+    assert step["requests"] >= 300 and step["failures"] == 0, step

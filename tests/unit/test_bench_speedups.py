@@ -112,3 +112,16 @@ def test_lower_bound_falls_back_for_clustered_keys() -> None:
     featurizer = _featurizer(np.arange(1, 500, dtype=np.uint64))  # all in bucket 0: not hash-spread
     queries = np.arange(0, 600, dtype=np.uint64)
     np.testing.assert_array_equal(featurizer.lower_bound(queries), np.searchsorted(featurizer.sorted_keys, queries))
+
+
+def test_gather_into_refuses_an_output_it_cannot_write_in_place(tmp_path: Path) -> None:
+    _, shards, starts = _shards(tmp_path, "float16", [10], dim=4)
+    table = EmbeddingTable(shards, starts, threads=1)
+    rows = np.array([1, 2], dtype=np.int64)
+    for bad in (np.empty((2, 4), dtype=np.float64), np.empty((3, 4), dtype=np.float32),
+                np.empty((4, 2), dtype=np.float32).T):
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            table.gather_into(rows, bad)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        empty = np.empty(0, dtype=np.int64)
+        mean_pool(NgramOccurrences(empty, empty, np.array([0]), 1), table, chunk_rows=0)
