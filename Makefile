@@ -30,6 +30,11 @@ demo: data
 train: data
 	$(PY) -m training run --config $(CONFIG)
 
+# The demo models, trained once (about 15 minutes) for the targets that need them.
+DEMO_MODEL := models/mr-demo/manifest.json
+$(DEMO_MODEL):
+	$(MAKE) train CONFIG=configs/mr-demo.toml
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy service training loadtest
@@ -43,19 +48,20 @@ fuzz: install
 	$(PY) scripts/fuzz.py
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
-# reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine.
-bench: install
+# reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
+# is measured when models/mr-paper exists (python scripts/paper_scale.py builds it: 16 GiB RAM, ~40 min).
+bench: install $(DEMO_MODEL)
 	$(PY) scripts/bench.py
 
 # The service under a locust step load on loopback: reports/loadtest.{md,json,png} (about 15 minutes).
-loadtest: install
+loadtest: install $(DEMO_MODEL)
 	$(PY) -m loadtest.run
 
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
 	bash scripts/docker_test.sh
 
-serve: install
+serve: install $(DEMO_MODEL)
 	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
 
 clean:
