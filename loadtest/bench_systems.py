@@ -324,6 +324,7 @@ def _cells(spec: SystemSpec, threads: int, workloads: dict[str, list[str]], sett
     memory["rss_bytes_end"] = rss_bytes()
     if is_student:
         memory.update(_student_memory(loaded.runtime, probe))
+        probe.replay = None  # it holds this load's table: the next thread count's load must not see it mapped
     return rows, memory
 
 
