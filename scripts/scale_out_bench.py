@@ -34,21 +34,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loadtest.machine import cpu_model  # noqa: E402
 from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig  # noqa: E402
 from training.data import mr_review_lines  # noqa: E402
 from training.labeling import DONE_FILE, LABELS_DIR, label_corpus  # noqa: E402
 from training.scale.labeling import label_corpus_ray  # noqa: E402
 from training.scale.local_cluster import LocalCluster  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: int) -> RunConfig:
@@ -146,7 +137,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, tea
     return "\n".join([
         "# Scale-out: teacher labeling on Ray, 1 and 2 workers",
         "",
-        f"Measured {measured_at} on {os.cpu_count()} CPU cores ({_cpu_model()}), "
+        f"Measured {measured_at} on {os.cpu_count()} CPU cores ({cpu_model()}), "
         f"Python {platform.python_version()}, Ray {_ray_version()}, a machine shared with other jobs "
         "(the load column is the 1-minute load average when each run started).",
         "",
