@@ -105,7 +105,11 @@ def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace
         "--host", host, "--loglevel", "WARNING",
     ]
     if args.locust_processes > 1:
-        command += ["--processes", str(args.locust_processes)]
+        # The master binds to loopback on a free port (locust's default is 5557 on every interface, which
+        # a second load test running at the same time would collide with); its workers connect there.
+        port = str(free_port())
+        command += ["--processes", str(args.locust_processes), "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
     # The locustfile's own options (see loadtest/locustfile.py).
     command += ["--texts-file", str(texts_file), "--texts-per-request", str(scenario.texts_per_request),
                 "--max-requests", str(args.max_requests), "--cascade-share", "1" if has_cascade else "0",
