@@ -22,7 +22,7 @@ below, since the serving side has onnxruntime but not the onnx package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +153,18 @@ class EmbeddingTable:
         binding.bind_output("out", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         self._ort_gather.run_with_iobinding(binding)
 
+    def shard_slices(self, rows: npt.NDArray[np.int64]) -> Iterator[tuple[np.ndarray, npt.NDArray[np.int64], slice]]:
+        """For sorted ``rows``: (shard, rows within it, the slice of ``rows`` they are), per shard hit."""
+        if len(self.shards) == 1:
+            yield self.shards[0], rows, slice(0, rows.size)
+            return
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        bounds = np.searchsorted(which, np.arange(len(self.shards) + 1))
+        for s, shard in enumerate(self.shards):
+            lo, hi = int(bounds[s]), int(bounds[s + 1])
+            if hi > lo:
+                yield shard, rows[lo:hi] - self.starts[s], slice(lo, hi)
+
     def gather_into(self, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
         """``out[:] = table[rows]`` as float32; ``rows`` sorted ascending, so each shard is read in order.
 
@@ -162,21 +174,8 @@ class EmbeddingTable:
                              f"got {out.dtype} {out.shape}")
         if rows.size == 0:
             return
-        if len(self.shards) == 1:
-            self._read(self.shards[0], rows, out)
-            return
-        which = np.searchsorted(self.starts, rows, side="right") - 1
-        bounds = np.searchsorted(which, np.arange(len(self.shards) + 1))
-        for s, shard in enumerate(self.shards):
-            lo, hi = bounds[s], bounds[s + 1]
-            if hi > lo:
-                self._read(shard, rows[lo:hi] - self.starts[s], out[lo:hi])
-
-    def gather(self, rows: npt.NDArray[np.int64]) -> FloatArray:
-        """Rows as a new float32 array (sorted ascending rows, see ``gather_into``)."""
-        out = np.empty((rows.size, self.dim), dtype=np.float32)
-        self.gather_into(rows, out)
-        return out
+        for shard, local, part in self.shard_slices(rows):
+            self._read(shard, local, out[part])
 
 
 POOL_CHUNK_ROWS = 1024  # 4 KB float32 rows at 1,000-d: a 4 MB block, in the L3 cache (see the module docstring)
