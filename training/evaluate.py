@@ -70,6 +70,13 @@ def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndar
     }
 
 
+def _labeling_facts(config: RunConfig) -> dict[str, Any]:
+    """How the transfer corpus was labeled (from the label step's done marker), for the report."""
+    path = config.run_dir / "labels" / "done.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: done.get(k) for k in ("texts", "texts_labeled", "seconds", "texts_per_second")}
+
+
 def evaluate_run(config: RunConfig) -> dict[str, Any]:
     from training.data import load_split
 
@@ -94,8 +101,11 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         results["fasttext"] = {**scored(ft.dev_acc, ft.test_acc, n_dev, n_test), "params": ft.params}
 
     final_key = "dan_kd_ft" if config.finetune.enabled else "dan_kd"
-    teacher_test = results["teacher"]["test_acc"]
-    results["retention"] = round(results[final_key]["test_acc"] / teacher_test, 4) if teacher_test else None
+    for split in ("dev", "test"):
+        teacher_acc = results["teacher"][f"{split}_acc"]
+        retained = results[final_key][f"{split}_acc"] / teacher_acc if teacher_acc else None
+        results[f"retention_{split}"] = round(retained, 4) if retained is not None else None
+    results["retention"] = results["retention_test"]  # the name older reports used
     results["final_student"] = final_key
     results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
     results["meta"] = {
@@ -106,6 +116,10 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         "n_dev": n_dev,
         "n_test": n_test,
         "corpus_texts": json.loads((config.run_dir / "features" / "done.json").read_text()).get("texts"),
+        # One length per teacher: fine-tuned, evaluated, exported and labeling at this many tokens.
+        "teacher_max_length": teacher.get("max_length"),
+        "teacher_base_model": teacher.get("base_model"),
+        "labeling": _labeling_facts(config),
     }
     report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
     atomic_write_json(report.with_suffix(".json"), results)
@@ -132,7 +146,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}  ",
         f"Date: {meta['date']}  ",
-        f"Dev {meta['n_dev']} texts, test {meta['n_test']} texts, transfer corpus {meta['corpus_texts']} texts.",
+        f"Dev {meta['n_dev']} texts, test {meta['n_test']} texts, transfer corpus {meta['corpus_texts']} texts.  ",
+        f"Teacher: {meta.get('teacher_base_model')}, fine-tuned, evaluated and labeling at "
+        f"{meta.get('teacher_max_length')} tokens.",
         "",
         "| system | dev acc | dev 95% CI | test acc | test 95% CI |",
         "|---|---|---|---|---|",
@@ -145,7 +161,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {r['test_acc']:.4f} | {r['test_ci95'][0]:.3f}-{r['test_ci95'][1]:.3f} |"
             )
     final = results[results["final_student"]]["test_acc"]
-    lines += ["", f"Retention ({results['final_student']} test / teacher test): {results['retention']}"]
+    lines += [
+        "",
+        f"Retention ({results['final_student']} / teacher): dev {results.get('retention_dev')}, "
+        f"test {results['retention']}",
+    ]
     for key in ("dan_scratch", "fasttext"):
         if key in results:
             gain = 100 * (final - results[key]["test_acc"])

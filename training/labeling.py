@@ -56,18 +56,18 @@ class _Teacher:
 
 def _onnx_teacher(config: RunConfig) -> _Teacher:
     runtime = TeacherRuntime.load(config.teacher_dir, threads=config.teacher.threads or None)
-    exported_with = runtime.manifest.config.get("labeling", {}).get("max_length")
-    if exported_with is not None and exported_with != config.labeling.max_length:
+    exported_with = runtime.manifest.config.get("teacher", {}).get("max_length")
+    if exported_with is not None and exported_with != config.teacher.max_length:
         raise LabelingError(
-            f"{config.teacher_dir}: exported for labeling.max_length {exported_with}, the config says "
-            f"{config.labeling.max_length}; export the teacher again"
+            f"{config.teacher_dir}: exported for teacher.max_length {exported_with}, the config says "
+            f"{config.teacher.max_length}; export the teacher again (run the teacher-export step)"
         )
     onnx = next(e for e in runtime.manifest.files if e.path == TEACHER_ONNX)
-    batch_size = config.labeling.batch_size
+    batch_size, max_tokens = config.labeling.batch_size, config.labeling.max_tokens
     return _Teacher(
         labels=runtime.labels,
         identity={"backend": "onnx", "model_sha256": onnx.sha256, "max_length": runtime.max_length},
-        logits=lambda texts, progress: runtime.logits(texts, batch_size, progress),
+        logits=lambda texts, progress: runtime.logits(texts, batch_size, progress, max_tokens),
     )
 
 
@@ -87,13 +87,14 @@ def _torch_teacher(config: RunConfig) -> _Teacher:
     if not weights:
         raise LabelingError(f"{folder}: no model weights; fine-tune the teacher first")
     tokenizer, model = load_classifier(folder)
-    max_length = min(config.labeling.max_length, max_input_tokens(model.config))
+    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
     batch_size = config.labeling.batch_size
     labels = label_names(model.config)
 
     def logits(texts: list[str], progress: Progress) -> np.ndarray:
         with torch_threads(config.teacher.threads):
-            return predict_logits(model, tokenizer, texts, batch_size, max_length, progress)
+            return predict_logits(model, tokenizer, texts, batch_size, max_length, progress,
+                                  config.labeling.max_tokens)
 
     return _Teacher(
         labels=labels,

@@ -54,7 +54,7 @@ def _set_threads(threads: int) -> None:
 
 
 def step_data(config: RunConfig) -> None:
-    from training.data import prepare_data
+    from training.data_stage import prepare_data
 
     prepare_data(config)
 
@@ -83,7 +83,8 @@ def step_label(config: RunConfig) -> None:
 
 
 def vocab_key(config: RunConfig) -> str:
-    return fingerprint(config.vocab, config.data)
+    corpus = [config.distill.corpus_texts] if config.distill.corpus_texts else []  # old keys stay valid
+    return fingerprint(config.vocab, config.data, *corpus)
 
 
 def step_vocab(config: RunConfig) -> None:
@@ -93,7 +94,8 @@ def step_vocab(config: RunConfig) -> None:
     key = vocab_key(config)
     if _done(folder, key):
         return
-    total = count_corpus(config.run_dir)
+    limit = config.distill.corpus_texts
+    total = count_corpus(config.run_dir, limit)
     settings = config.vocab.featurizer_settings()
     if config.engine == "ray":  # the same vocabulary, counted on a Ray cluster (training/scale/counting.py)
         from training.scale.counting import build_vocab_ray
@@ -101,7 +103,7 @@ def step_vocab(config: RunConfig) -> None:
         vocab = build_vocab_ray(config, folder)
     else:
         vocab = build_vocab_from_chunks(
-            lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts),
+            lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts, limit),
             settings,
             config.vocab.size,
             folder,
@@ -127,7 +129,10 @@ def step_features(config: RunConfig) -> None:
         return
     featurizer = load_vocab_featurizer(config.run_dir / "vocab", config.vocab.featurizer_settings())
     featurize_corpus(
-        featurizer, iter_corpus(config.run_dir, config.vocab.chunk_texts), folder, count_corpus(config.run_dir)
+        featurizer,
+        iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts),
+        folder,
+        count_corpus(config.run_dir, config.distill.corpus_texts),
     )
     info = json.loads((folder / "done.json").read_text())
     atomic_write_json(folder / "done.json", {**info, "fingerprint": key})
@@ -179,6 +184,8 @@ def step_kd(config: RunConfig) -> TrainResult:
     _set_threads(config.distill.threads)
     store = open_features(config.run_dir / "features")
     logits = load_teacher_logits(config.run_dir).astype(np.float32)
+    if config.distill.corpus_texts:
+        logits = logits[: config.distill.corpus_texts]
     dev_bags, dev_labels = _labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill

@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from service.model_format import atomic_model_dir, atomic_write_json
+from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 
@@ -123,22 +124,24 @@ def predict_logits(
     batch_size: int,
     max_length: int,
     progress: Progress | None = None,
+    max_tokens: int = 0,
 ) -> np.ndarray:
     """Logits [n, labels] float32 in input order. Texts are batched by token length, so each batch pads
-    only to its own longest text: mixed lengths would spend much of the compute on padding."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    only to its own longest text (mixed lengths would spend much of the compute on padding), and holds
+    at most ``max_tokens`` padded tokens when that is > 0 (``token_budget_batches``)."""
     out = np.empty((len(texts), len(label_names(model.config))), dtype=np.float32)
     if not texts:
+        token_budget_batches([], batch_size, max_tokens)  # the same argument checks
         return out
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     names = [n for n in tokenizer.model_input_names if n in encoded]
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    lengths = np.asarray([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for span in token_budget_batches(lengths[order].tolist(), batch_size, max_tokens):
+            idx = order[span]
             batch = tokenizer.pad({n: [encoded[n][i] for i in idx] for n in names}, padding=True, return_tensors="pt")
             out[idx] = model(**batch).logits.float().numpy()
             if progress is not None:

@@ -100,9 +100,9 @@ def test_manifest_records_inputs_metrics_config_and_a_capped_max_length(run: Run
     assert manifest.input_names == (
         ["input_ids", "attention_mask", "token_type_ids"] if family == "bert" else ["input_ids", "attention_mask"]
     )
-    # labeling.max_length is 512; the tiny models take 128 tokens (RoBERTa: 130 positions - pad - 1).
+    # teacher.max_length is 512; the tiny models take 128 tokens (RoBERTa: 130 positions - pad - 1).
     model_limit = max_input_tokens(AutoConfig.from_pretrained(run.teacher.base_model))
-    assert run.labeling.max_length > model_limit == manifest.max_length == 128
+    assert run.teacher.max_length > model_limit == manifest.max_length == metrics(run)["max_length"] == 128
     assert manifest.labels == load_label_names(run.run_dir)
     assert manifest.metrics["dev_acc"] == metrics(run)["dev_acc"]
     assert manifest.config == json.loads(json.dumps(run.to_dict()))
