@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -142,6 +143,28 @@ def corpus_curve(
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
+
+
+@app.command("teacher-speed")
+def teacher_speed(
+    base: Annotated[str, typer.Option(help="A named base (all-MiniLM-L6-v2, all-mpnet-base-v2) or a folder.")] = "",
+    task: Annotated[str, typer.Option(help="Whose training texts to time (mr, rt, trec, sms-spam, imdb).")] = "rt",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 128,
+    texts: Annotated[int, typer.Option(help="Texts to label (and to draw training batches from).")] = 256,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    train_steps: Annotated[int, typer.Option(help="Timed AdamW steps (after one untimed).")] = 4,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+) -> None:
+    """Time a teacher base's fine-tuning and labeling here; append to reports/teacher-speed.{md,json}."""
+    from training.tasks import TASKS
+    from training.teacher_speed import append_report, measure_teacher_speed
+
+    if task not in TASKS:
+        typer.secho(f"unknown task {task!r}; tasks: {', '.join(TASKS)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    row = measure_teacher_speed(base, task, max_length, texts, batch_size, train_steps, cache_dir)
+    append_report(row, "python -m training " + " ".join(sys.argv[1:]))
+    typer.echo(json.dumps(row))
 
 
 def main() -> None:

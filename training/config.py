@@ -23,9 +23,9 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     # A built-in task (training/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
-    # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam"; or "files": the
-    # user's labeled files below.
-    source: Literal["mr", "rt", "trec", "sms-spam", "files"] = "mr"
+    # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam", "imdb" (25k whole
+    # reviews); or "files": the user's labeled files below.
+    source: Literal["mr", "rt", "trec", "sms-spam", "imdb", "files"] = "mr"
     cache_dir: str = ".cache/data"
     train: str = ""
     dev: str = ""

