@@ -167,6 +167,34 @@ def teacher_speed(
     typer.echo(json.dumps(row))
 
 
+@app.command("labeling-memory")
+def labeling_memory(
+    teacher: Annotated[Path, typer.Option(help="An exported teacher folder (models/<name>-teacher).")],
+    task: Annotated[str, typer.Option(help="Whose training texts to label.")] = "imdb",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 512,
+    sizes: Annotated[list[int] | None, typer.Option(help="Corpus sizes (texts); repeatable.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    max_tokens: Annotated[int, typer.Option(help="The token budget compared with none.")] = 8192,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+    out: Annotated[Path, typer.Option()] = Path("reports/labeling-memory"),
+) -> None:
+    """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
+    from training.labeling_memory import machine_facts, measure, write_report
+    from training.tasks import TASKS
+
+    facts = {**machine_facts(), "command": "python -m training " + " ".join(sys.argv[1:]), "teacher": str(teacher),
+             "task": task}
+    texts = TASKS[task].load(cache_dir).train.texts
+    rows = []
+    for size in sizes or [256, 1024]:
+        for budget in (0, max_tokens):
+            rows.append(measure(teacher, texts[:size], batch_size, budget, max_length))
+            typer.echo(json.dumps(rows[-1]))
+    rows.append(measure(teacher, texts[: max(sizes or [1024])], batch_size, 0, max_length, arena=False))
+    typer.echo(json.dumps(rows[-1]))
+    write_report(rows, facts, out)
+
+
 def main() -> None:
     app()
 
