@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Sparse Distillation serving: a huge sparse n-gram DAN student distilled from a transformer
 teacher (Ye et al., NAACL 2022), both behind dynamic batchers. v1 JSON routes and the Open Inference
-Protocol (KServe v2). Every error body is `{"error": {"type": ..., "message": ...}}`."""
+Protocol (KServe v2) over HTTP (JSON and binary tensors) and gRPC. Every error body under /v1 is
+`{"error": {"type": ..., "message": ...}}`; under /v2 it is the protocol's `{"error": "<message>"}`."""
 
 
 @asynccontextmanager
@@ -80,6 +81,7 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = FastAPI.openapi(app)  # builds FastAPI's schema and caches it on the app
+    schema["components"]["schemas"].update(v2.v2_component_schemas())  # the infer body, read by hand
     for name in ("ClassifyRequest", "CompareRequest", "CascadeRequest"):
         texts = schema["components"]["schemas"][name]["properties"]["texts"]
         texts["maxItems"] = settings.max_texts_per_request

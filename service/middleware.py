@@ -18,7 +18,7 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, error_bytes, internal_error
+from service.errors import PayloadTooLarge, ServiceError, error_bytes, internal_error, is_v2
 from service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,11 @@ class ServiceMiddleware:
             await self.app(scope, app_receive, send_timed)
         except ServiceError as exc:  # raised here (body too large), outside the app's handlers
             if not response_started:
-                await _send_error(send_timed, exc)
+                await _send_error(send_timed, exc, is_v2(scope["path"]))
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not response_started:
-                await _send_error(send_timed, internal_error())
+                await _send_error(send_timed, internal_error(), is_v2(scope["path"]))
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(_route_of(scope), scope["method"], str(status)).inc()
@@ -112,8 +112,8 @@ def _route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
-async def _send_error(send: Send, exc: ServiceError) -> None:
-    body = error_bytes(exc)
+async def _send_error(send: Send, exc: ServiceError, v2: bool) -> None:
+    body = error_bytes(exc, v2)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

@@ -36,6 +36,8 @@ class ServedModel:
     providers: list[str]  # onnxruntime providers the session really uses
     device_note: str = ""
     ready: bool = False
+    version: str = "1"  # its version folder in a model repository; "1" for a folder given by path
+    served_name: str | None = None  # its folder name in a model repository (else the manifest's name)
 
     @property
     def facts(self) -> ModelFacts:
@@ -43,7 +45,7 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return self.runtime.facts.name
+        return self.served_name or self.runtime.facts.name
 
     @property
     def kind(self) -> Kind:
