@@ -27,7 +27,7 @@ from service.errors import InvalidInput, InvalidJSON, PayloadTooLarge
 
 
 def test_bytes_elements_round_trip_with_little_endian_lengths() -> None:
-    items = ["a film".encode(), "".encode(), "naïve — 🎬".encode()]
+    items = [b"a film", b"", "naïve — 🎬".encode()]
     raw = encode_bytes_elements(items)
     assert raw[:4] == struct.pack("<I", 6) and raw[4:10] == b"a film"
     assert decode_bytes_elements(raw, 3) == items
