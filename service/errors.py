@@ -30,6 +30,7 @@ class ErrorType(StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_LOAD_FAILED = "model_load_failed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_READY = "not_ready"
     QUEUE_FULL = "queue_full"
@@ -49,6 +50,7 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.UNAUTHORIZED: 401,
     ErrorType.NOT_FOUND: 404,
     ErrorType.MODEL_NOT_FOUND: 404,
+    ErrorType.MODEL_LOAD_FAILED: 400,  # as Triton answers a failed load; the old version keeps serving
     ErrorType.METHOD_NOT_ALLOWED: 405,
     ErrorType.NOT_READY: 503,
     ErrorType.QUEUE_FULL: 503,
@@ -103,6 +105,12 @@ class NotFound(ServiceError):
 
 class ModelNotFound(ServiceError):
     type = ErrorType.MODEL_NOT_FOUND
+
+
+class ModelLoadFailed(ServiceError):
+    """A repository model (version) that cannot be loaded: missing or damaged; the message names the file."""
+
+    type = ErrorType.MODEL_LOAD_FAILED
 
 
 class MethodNotAllowed(ServiceError):
