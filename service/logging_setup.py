@@ -70,15 +70,17 @@ def access_log(route: str, status: int | str, info: RequestInfo, total_ms: float
     access_logger.info(
         "%s %s texts=%d queue_ms=%.3f inference_ms=%.3f total_ms=%.3f",
         route, status, info.texts, info.queue_ms, info.inference_ms, total_ms,
-        extra={"route": route, "status": status, "texts": info.texts, "queue_ms": round(info.queue_ms, 3),
+        extra={"request_id": info.request_id, "route": route, "status": status, "texts": info.texts,
+               "queue_ms": round(info.queue_ms, 3),
                "inference_ms": round(info.inference_ms, 3), "total_ms": round(total_ms, 3)},
     )
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        info = _current.get()
-        record.request_id = info.request_id if info is not None else "-"
+        if not hasattr(record, "request_id"):  # the access line brings its own
+            info = _current.get()
+            record.request_id = info.request_id if info is not None else "-"
         return True
 
 
@@ -86,13 +88,14 @@ _ACCESS_FIELDS = ("route", "status", "texts", "queue_ms", "inference_ms", "total
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, the access fields, the traceback."""
+    """One JSON object per line: time, level, logger, pid, message, request_id, the access fields, the traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker, with --workers N
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
