@@ -43,9 +43,13 @@ test: data
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q
 
-# schemathesis against the service's own OpenAPI on a real server process (about 3 minutes).
-fuzz: install
+# schemathesis against the service's own OpenAPI on a real server process, student only and student +
+# teacher (about 3 minutes each); fuzz-short is the quick pass CI runs (about a minute each).
+fuzz: data
 	$(PY) scripts/fuzz.py
+
+fuzz-short: data
+	$(PY) scripts/fuzz.py --short
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
 # reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
