@@ -9,6 +9,7 @@ codes by ``GRPC_STATUS``. A client that cancels its call is dropped from its bat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -118,6 +119,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except ServiceError as exc:
                 code = GRPC_STATUS[exc.type]
                 await context.abort(code, exc.message)
+            except asyncio.CancelledError:  # the client cancelled: its texts are skipped by the batcher
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise

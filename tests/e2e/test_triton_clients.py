@@ -212,6 +212,23 @@ def test_tritonclient_grpc_errors_auth_and_limits_map_to_status_codes(server: Se
     client.close()
 
 
+def test_both_clients_see_the_model_repository(server: Served) -> None:
+    http = tritonhttp.InferenceServerClient(server.http)
+    grpc_client = tritongrpc.InferenceServerClient(server.grpc)
+    assert http.get_model_repository_index(headers=auth()) == [
+        {"name": "mr-tiny", "version": "1", "state": "READY", "reason": ""}]
+    index = grpc_client.get_model_repository_index(headers=auth(), as_json=True)
+    assert index["models"] == [{"name": "mr-tiny", "version": "1", "state": "READY"}]
+    # Started without --model-repository: models given by path cannot be (un)loaded, and both say why.
+    with pytest.raises(InferenceServerException, match="--model-repository"):
+        http.load_model("mr-tiny", headers=auth())
+    with pytest.raises(InferenceServerException, match="only repository models unload") as grpc_error:
+        grpc_client.unload_model("mr-tiny", headers=auth())
+    assert grpc_error.value.status() == "StatusCode.NOT_FOUND"
+    http.close()
+    grpc_client.close()
+
+
 def test_request_ids_are_echoed_and_logged(server: Served) -> None:
     r = httpx.post(f"http://{server.http}/v1/classify", json={"texts": ["a film"]},
                    headers={**auth(), "x-request-id": "trace-abc-123"}, timeout=30)
