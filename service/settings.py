@@ -166,7 +166,11 @@ METAVARS = {"student": "DIR", "teacher": "DIR", "model_repository": "DIR", "api_
 
 def settings_from_cli(argv: list[str] | None) -> ServiceSettings:
     """Parse flags (and the environment); ``--help`` prints every setting with its SD_* variable."""
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve exported students and teachers over HTTP (v1 and the Open Inference Protocol) and, "
+        "with --grpc-port, gRPC. Every flag is also an SD_* environment variable (shown with each); flags win.",
+    )
     source: CliSettingsSource[ServiceSettings] = CliSettingsSource(ServiceSettings, root_parser=parser)
     for action in parser._actions:  # argparse keeps no public list of its arguments
         if action.dest in METAVARS:
