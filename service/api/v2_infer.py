@@ -25,6 +25,7 @@ from service.api.v2_codec import Tensor
 from service.api.v2_schemas import ModelMetadata, TensorMetadata
 from service.cascade import Thresholds, resolve_policy
 from service.errors import InvalidInput, ModelNotFound
+from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry, ServedModel
 from service.settings import ServiceSettings
 
@@ -125,7 +126,9 @@ class InferOutcome:
     inference_ms: float
 
 
-async def run_infer(plan: InferPlan, texts: list[str], settings: ServiceSettings) -> InferOutcome:
+async def run_infer(
+    plan: InferPlan, texts: list[str], settings: ServiceSettings, metrics: ServiceMetrics
+) -> InferOutcome:
     """Run the texts through the model's batcher (and the teacher's for the cascade); the asked outputs."""
     model = plan.model
     n = len(texts)
@@ -142,6 +145,9 @@ async def run_infer(plan: InferPlan, texts: list[str], settings: ServiceSettings
             probabilities[defer] = t.predictions.probabilities
         coverage = s.predictions.coverage
         answered_by = ["teacher" if d else "student" for d in defer]
+        deferred = int(defer.sum())
+        metrics.cascade_texts.labels(model.name, "student").inc(n - deferred)  # as /v1/cascade/classify counts
+        metrics.cascade_texts.labels(model.name, "teacher").inc(deferred)
         queue_ms = s.queue_ms + (t.queue_ms if t else 0.0)
         inference_ms = s.inference_ms + (t.inference_ms if t else 0.0)
     else:

@@ -189,7 +189,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         plan = plan_infer(registry, model, len(request.inputs), [o.name for o in request.outputs], parameters)
         texts = _texts_of(request)
         check_limits(texts, settings)
-        outcome = await run_infer(plan, texts, settings)
+        outcome = await run_infer(plan, texts, settings, self.state.metrics)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         raw = bool(request.raw_input_contents)  # answer in the form the client used (Triton: always raw)
         for tensor in outcome.tensors:

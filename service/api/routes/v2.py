@@ -128,6 +128,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _infer(
     request: Request, registry: RegistryDep, settings: SettingsDep, name: str, version: str | None
 ) -> Response:
+    metrics = request.app.state.service.metrics
     model = find_model(registry, name, version)
     body = decompress(await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes)
     infer_request, rest = parse_infer_body(body, request.headers.get(HEADER_LENGTH))
@@ -137,7 +138,7 @@ async def _infer(
     (raw,) = split_binary(infer_request.inputs, rest)
     texts = texts_of(infer_request.inputs[0], raw)
     check_limits(texts, settings)
-    outcome = await until_client_leaves(request, run_infer(plan, texts, settings))
+    outcome = await until_client_leaves(request, run_infer(plan, texts, settings, metrics))
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if infer_request.id is not None:
         header["id"] = infer_request.id

@@ -89,12 +89,16 @@ async def test_cascade_parameters_pass_through(serve: Any, tiny_teacher: Path, t
             texts, parameters={"cascade": True, "confidence_threshold": 2}))
         plain = await client.post("/v2/models/mr-tiny/infer", json=infer_json(
             texts, outputs=[{"name": "answered_by"}]))
+        metrics = (await client.get("/metrics")).text
     by_name = {o["name"]: o for o in every.json()["outputs"]}
     assert by_name["answered_by"]["data"] == ["teacher"] * len(texts)
     assert by_name["label"]["data"] == [r["label"] for r in teacher]
     assert {o["name"]: o for o in none.json()["outputs"]}["answered_by"]["data"] == ["student"] * len(texts)
     assert bad.status_code == 422 and "confidence_threshold" in bad.json()["error"]
     assert plain.status_code == 422 and "cascade" in plain.json()["error"]
+    n = float(len(texts))
+    assert f'sd_cascade_texts_total{{answered_by="teacher",model="mr-tiny"}} {n}' in metrics
+    assert f'sd_cascade_texts_total{{answered_by="student",model="mr-tiny"}} {n}' in metrics
 
 
 async def test_cascade_without_a_teacher_is_a_documented_404(serve: Any) -> None:
