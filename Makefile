@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 CONFIG ?= configs/mr-demo.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: install data demo train test lint fuzz serve bench loadtest docker-test clean
+.PHONY: install data demo train test lint fuzz fuzz-short proto serve bench loadtest docker-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,9 +43,13 @@ test: data
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q
 
-# schemathesis against the service's own OpenAPI on a real server process (about 3 minutes).
-fuzz: install
+# schemathesis against the service's own OpenAPI on a real server process, student only and student +
+# teacher (about 3 minutes each); fuzz-short is the quick pass CI runs (about a minute each).
+fuzz: data
 	$(PY) scripts/fuzz.py
+
+fuzz-short: data
+	$(PY) scripts/fuzz.py --short
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
 # reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
@@ -60,6 +64,13 @@ loadtest: install $(DEMO_MODEL)
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
 	bash scripts/docker_test.sh
+
+# Regenerate the gRPC modules from service/grpc_api/kserve.proto (they are committed: serving needs no
+# code generator). Their messages go into a private descriptor pool, not protobuf's default one, so a
+# process can also import Triton's client stubs, which define the same "inference" package.
+proto: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. service/grpc_api/kserve.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/DESCRIPTOR = _descriptor_pool.DescriptorPool().AddSerializedFile(/' service/grpc_api/kserve_pb2.py
 
 serve: install $(DEMO_MODEL)
 	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
