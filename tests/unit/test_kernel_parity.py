@@ -306,3 +306,37 @@ def test_bad_inputs_are_refused(mr_featurizer: NgramFeaturizer) -> None:
     with pytest.raises(ValueError, match="contiguous row ranges"):
         sk.KernelTable([np.zeros((4, 8), dtype=np.float32)] * 2, [0, 5])
     assert kernel.pool([], table).vectors.shape == (0, 8)
+
+
+def test_the_gil_is_released_for_the_whole_batch(mr_featurizer: NgramFeaturizer) -> None:
+    """While one thread pools a long batch, another thread runs Python code. A call that held the GIL
+    would let no other bytecode run between its start and its end (a C call is never preempted)."""
+    import threading
+    import time
+
+    kernel = mr_featurizer.kernel()
+    table = kernel_table(random_table(mr_featurizer.vocab_size, 256, "float16", 1 << 30))
+    texts = [long_text(seed=s) for s in range(40)]
+    started = time.perf_counter()
+    kernel.pool(texts, table)
+    once = time.perf_counter() - started
+    texts = texts * max(1, int(0.4 / once) + 1)  # a call of about half a second or more
+    window: list[float] = []
+    ticks: list[float] = []
+
+    def work() -> None:
+        window.append(time.perf_counter())
+        kernel.pool(texts, table)
+        window.append(time.perf_counter())
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    inside = [t for t in ticks if window[0] < t < window[1]]
+    assert len(inside) > 10, f"{len(inside)} of {len(ticks)} main-thread steps ran during the kernel call"
+    # No long stretch without a main-thread step: the GIL was not held for the compiled part (almost all of
+    # the call), only for the short conversions before and after it.
+    gaps = np.diff([window[0], *inside, window[1]])
+    assert gaps.max() < 0.5 * (window[1] - window[0]), f"longest main-thread pause {gaps.max():.3f} s"
