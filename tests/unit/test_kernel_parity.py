@@ -206,6 +206,8 @@ def test_rows_equal_the_reference_on_odd_inputs(mr_featurizer: NgramFeaturizer) 
     FeaturizerSettings(ngram_min=3, ngram_max=3),
     FeaturizerSettings(lowercase=False),
     FeaturizerSettings(ngram_min=1, ngram_max=6),
+    FeaturizerSettings(token_pattern=r"\w\w+"),  # the equivalent forms the kernel also tokenizes itself
+    FeaturizerSettings(token_pattern=r"\b\w\w+\b", ngram_max=2),
     # A non-default pattern: tokenized with re in Python, the rest compiled.
     FeaturizerSettings(token_pattern=r"(?u)\b\w+\b", ngram_max=3),
     FeaturizerSettings(token_pattern=r"[^\s]+", ngram_max=2),
