@@ -661,8 +661,9 @@ cdef class NgramIndex:
                         job.failed = 1
                         break
                     out_rows = <int64_t *>p
-                memcpy(out_rows + used, rows, job.found[t] * sizeof(int64_t))
-                used += job.found[t]
+                if job.found[t] > 0:
+                    memcpy(out_rows + used, rows, job.found[t] * sizeof(int64_t))
+                    used += job.found[t]
             release(&sc)
         free(prepared)
         if job.failed:
