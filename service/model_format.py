@@ -10,7 +10,8 @@ A student folder::
     vocab/keys.npy             uint64, strictly increasing n-gram keys (see service.featurizer)
     vocab/rows.npy             int64, the embedding row of each key
     vocab/ngrams.txt           the n-gram of each row, in row order (most frequent first)
-    embeddings/shard-NNNNN.npy row-range shards of the table, float16 or float32
+    embeddings/shard-NNNNN.npy row-range shards of the table, float16, float32 or int8
+    embeddings/scale-NNNNN.npy int8 tables only: the float32 scale of each row of the shard (sdcore.quantize)
     head.onnx                  pooled [batch, dim] float32 -> logits [batch, labels]
 
 A teacher folder::
@@ -35,8 +36,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sdcore.spec import FEATURIZER_SPEC
 from service.featurizer import FeaturizerSettings, NgramFeaturizer
 
 FORMAT_VERSION = 1
@@ -79,6 +81,10 @@ class FileEntry(BaseModel):
 class ShardEntry(FileEntry):
     row_start: int
     row_end: int
+    scale: FileEntry | None = None  # int8 tables: the shard's per-row float32 scales
+
+
+SHARD_DTYPES = ("float16", "float32", "int8")
 
 
 class FeaturizerSpec(BaseModel):
@@ -87,9 +93,19 @@ class FeaturizerSpec(BaseModel):
     token_pattern: str
     ngram_min: int
     ngram_max: int
+    # Which featurizer made the model (sdcore/spec.py). Manifests written before it was recorded were
+    # made by this same one, hence the default.
+    spec: str = FEATURIZER_SPEC
+
+    @field_validator("spec")
+    @classmethod
+    def _known_spec(cls, value: str) -> str:
+        if value != FEATURIZER_SPEC:
+            raise ValueError(f"made by featurizer {value!r}; this code implements {FEATURIZER_SPEC!r}")
+        return value
 
     def settings(self) -> FeaturizerSettings:
-        return FeaturizerSettings(**self.model_dump())
+        return FeaturizerSettings(**self.model_dump(exclude={"spec"}))
 
 
 class StudentManifest(BaseModel):
@@ -102,7 +118,7 @@ class StudentManifest(BaseModel):
     vocab_size: int
     embedding_dim: int
     hidden_dim: int
-    shard_dtype: Literal["float16", "float32"]
+    shard_dtype: Literal["float16", "float32", "int8"]
     shards: list[ShardEntry]
     vocab_files: list[FileEntry]
     head: FileEntry
@@ -190,8 +206,11 @@ def verify_file(root: Path, entry: FileEntry, checksum: bool = True) -> Path:
 
 
 def verify_student(root: Path, manifest: StudentManifest, checksum: bool = True) -> None:
-    for entry in [*manifest.vocab_files, manifest.head, *manifest.shards]:
+    scales = [s.scale for s in manifest.shards if s.scale is not None]
+    for entry in [*manifest.vocab_files, manifest.head, *manifest.shards, *scales]:
         verify_file(root, entry, checksum)
+    if manifest.shard_dtype == "int8" and len(scales) != len(manifest.shards):
+        raise ModelFormatError(root / MANIFEST, "an int8 table needs a scale file for every shard")
     expected = 0
     for shard in manifest.shards:
         if shard.row_start != expected or shard.row_end <= shard.row_start:
@@ -251,6 +270,10 @@ def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/shard-{index:05d}.npy"
 
 
+def scale_name(index: int) -> str:
+    return f"{SHARD_DIR}/scale-{index:05d}.npy"
+
+
 def open_shards(root: Path, manifest: StudentManifest) -> list[np.ndarray]:
     """Memory-map every shard (pages are shared between processes and loaded on first touch)."""
     maps: list[np.ndarray] = []
@@ -267,6 +290,26 @@ def open_shards(root: Path, manifest: StudentManifest) -> list[np.ndarray]:
             )
         maps.append(table)
     return maps
+
+
+def open_scales(root: Path, manifest: StudentManifest) -> list[np.ndarray] | None:
+    """The per-row float32 scales of an int8 table, one memory-mapped array per shard (None otherwise)."""
+    if manifest.shard_dtype != "int8":
+        return None
+    out: list[np.ndarray] = []
+    for shard in manifest.shards:
+        if shard.scale is None:
+            raise ModelFormatError(root / shard.path, "int8 shard without a scale file")
+        path = root / shard.scale.path
+        try:
+            scale = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(path, f"scales cannot be memory-mapped: {exc}") from exc
+        rows = shard.row_end - shard.row_start
+        if scale.shape != (rows,) or scale.dtype != np.float32:
+            raise ModelFormatError(path, f"scales are {scale.shape} {scale.dtype}, expected ({rows},) float32")
+        out.append(scale)
+    return out
 
 
 # --- atomic export ------------------------------------------------------------------------------

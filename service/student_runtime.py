@@ -13,8 +13,13 @@ sum of its in-vocabulary n-gram rows, repeats counted, over the number of n-gram
 
 A text with no n-gram in the vocabulary pools to the zero vector, as torch's EmbeddingBag does.
 
-A float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the memory-mapped shard,
-which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
+The service runs the compiled kernel (``backend="kernel"``, the default): sdcore/kernel.py featurizes and
+pools a whole batch in one loop with the GIL released, and only the head runs here. The numpy path
+below (``backend="numpy"``: the shared featurizer, then ``mean_pool``) is the reference it is tested
+against (tests/unit/test_kernel_parity.py).
+
+On the numpy path, a float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the
+memory-mapped shard, which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
 1.2 GB/s here, where onnxruntime's gather with its vectorised cast reads 4.3 GB/s of scattered
 1,000-d rows on 1 thread and 5.3 on 2 (reports/bench-notes.md). The graph is written as protobuf bytes
 below, since the serving side has onnxruntime but not the onnx package.
@@ -22,9 +27,11 @@ below, since the serving side has onnxruntime but not the onnx package.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +44,23 @@ from service.model_format import (
     StudentManifest,
     load_featurizer,
     load_student_manifest,
+    open_scales,
     open_shards,
     verify_student,
 )
 
 FloatArray = npt.NDArray[np.float32]
+Backend = Literal["kernel", "numpy"]
+
+
+class PoolCounts(Protocol):
+    """What pooling reports per text besides the vectors (``NgramOccurrences`` or the kernel's ``Pooled``)."""
+
+    @property
+    def found(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def coverage(self) -> npt.NDArray[np.float64]: ...
 
 
 @dataclass
@@ -129,10 +148,16 @@ def gather_cast_model(elem_type: int = 10) -> bytes:
 
 
 class EmbeddingTable:
-    """Row-range shards seen as one table; ``gather`` reads rows as float32."""
+    """Row-range shards seen as one table; ``gather_into`` reads rows as float32 (an int8 table's rows
+    times their ``scales``)."""
 
-    def __init__(self, shards: list[np.ndarray], starts: list[int], threads: int | None = None) -> None:
+    def __init__(self, shards: list[np.ndarray], starts: list[int], threads: int | None = None,
+                 scales: list[np.ndarray] | None = None) -> None:
         self.shards = shards
+        self.scales = scales
+        if shards and shards[0].dtype == np.int8 and (scales is None or len(scales) != len(shards)):
+            raise ValueError("an int8 table needs one scale array per shard")
+        self._scale_of = {id(s): sc for s, sc in zip(shards, scales or [], strict=False)}
         self.starts = np.asarray(starts, dtype=np.int64)
         self.dim = int(shards[0].shape[1]) if shards else 0
         self._ort_gather: ort.InferenceSession | None = None
@@ -144,6 +169,9 @@ class EmbeddingTable:
 
     def _read(self, shard: np.ndarray, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
         """``out[:] = shard[rows]`` as float32 (onnxruntime writes straight into ``out`` for float16)."""
+        if shard.dtype == np.int8:
+            np.multiply(shard[rows], self._scale_of[id(shard)][rows][:, None], out=out)
+            return
         if self._ort_gather is None:
             out[...] = shard[rows]
             return
@@ -222,13 +250,25 @@ class StudentRuntime:
         featurizer: NgramFeaturizer,
         table: EmbeddingTable,
         head: ort.InferenceSession,
+        backend: Backend = "kernel",
+        threads: int | None = None,
     ) -> None:
+        if backend not in ("kernel", "numpy"):
+            raise ValueError(f"backend must be 'kernel' or 'numpy', got {backend!r}")
         self.root = root
         self.manifest = manifest
         self.featurizer = featurizer
         self.table = table
         self.head = head
+        self.backend = backend
         self._head_input = head.get_inputs()[0].name
+        # Threads over the texts of a batch (the kernel splits only batches long enough to gain from it).
+        self.kernel_threads = threads or os.cpu_count() or 1
+        if backend == "kernel":
+            from sdcore.kernel import KernelTable
+
+            self.kernel = featurizer.kernel()
+            self.kernel_table = KernelTable(table.shards, [int(s) for s in table.starts], table.scales)
 
     @classmethod
     def load(
@@ -237,21 +277,26 @@ class StudentRuntime:
         threads: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         verify_checksums: bool = True,
+        backend: Backend = "kernel",
     ) -> StudentRuntime:
         root = Path(root)
         manifest = load_student_manifest(root)
         verify_student(root, manifest, checksum=verify_checksums)
         featurizer = load_featurizer(root, manifest.featurizer.settings())
         shards = open_shards(root, manifest)
-        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], threads)
+        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], threads,
+                               scales=open_scales(root, manifest))
         head = onnx_session(root / HEAD_FILE, threads, providers, allow_spinning=False)
-        return cls(root, manifest, featurizer, table, head)
+        return cls(root, manifest, featurizer, table, head, backend, threads)
 
     @property
     def labels(self) -> list[str]:
         return list(self.manifest.labels)
 
-    def pool(self, texts: Sequence[str]) -> tuple[FloatArray, NgramOccurrences]:
+    def pool(self, texts: Sequence[str]) -> tuple[FloatArray, PoolCounts]:
+        if self.backend == "kernel":
+            pooled = self.kernel.pool(texts, self.kernel_table, self.kernel_threads)
+            return pooled.vectors, pooled
         occ = self.featurizer.occurrences(texts)
         return mean_pool(occ, self.table), occ
 

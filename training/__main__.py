@@ -91,6 +91,20 @@ for _name, _doc in (
     _step_command(_name, _doc)
 
 
+@app.command("int8-report")
+def int8_report(
+    config: ConfigOption,
+    out: Annotated[Path | None, typer.Option(help="int8 model folder (default models/<name>-int8).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Report path without suffix (reports/int8-<name>).")] = None,
+    fasttext: Annotated[bool, typer.Option(help="Also score fastText before and after its quantize.")] = True,
+) -> None:
+    """Re-export the run's student with an int8 table; score it beside the float16 export and fastText."""
+    run_config = _load(config)
+    from training.int8_report import int8_report as make_report
+
+    make_report(run_config, out, report, fasttext)
+
+
 @app.command("fetch-data")
 def fetch_data(
     cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),

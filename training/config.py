@@ -128,7 +128,8 @@ class ScratchConfig:
 
 @dataclass
 class ExportConfig:
-    dtype: Literal["float16", "float32"] = "float16"
+    # "int8": symmetric, one float32 scale per row (sdcore/quantize.py); half the bytes of float16 per n-gram.
+    dtype: Literal["float16", "float32", "int8"] = "float16"
     prune_top_k: int = 0  # 0 = keep the whole vocabulary
     shard_rows: int = 262_144
 
@@ -283,6 +284,8 @@ def _check(config: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
     if config.data.source == "files" and not (config.data.train and config.data.dev):
         raise ConfigError(f"{where}: data.source = 'files' needs data.train and data.dev")
+    if config.export.dtype not in ("float16", "float32", "int8"):
+        raise ConfigError(f"{where}: export.dtype must be 'float16', 'float32' or 'int8', got {config.export.dtype!r}")
     sources = (*TASKS, "files")
     if config.data.source not in sources:
         raise ConfigError(f"{where}: data.source must be one of {list(sources)}, got {config.data.source!r}")

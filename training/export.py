@@ -2,8 +2,10 @@
 
 The folder is assembled in a temporary sibling and renamed into place (atomic). Shards are written one
 row range at a time, so exporting a 1B-parameter table never holds a second copy of it in memory.
-Optional pruning keeps the K most frequent n-grams (rows are numbered by corpus frequency), as the
-paper's pruning ablation does after training.
+``dtype`` is "float16" (default), "float32" or "int8" (symmetric, one float32 scale per row, written
+beside each shard as ``embeddings/scale-NNNNN.npy``: sdcore/quantize.py). Optional pruning keeps the K
+most frequent n-grams (rows are numbered by corpus frequency), as the paper's pruning ablation does
+after training.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from sdcore.quantize import quantize_rows
 from service.featurizer import FeaturizerSettings, keys_of_ngram_strings
 from service.model_format import (
     HEAD_FILE,
+    SHARD_DTYPES,
     FeaturizerSpec,
     ShardEntry,
     StudentManifest,
@@ -25,6 +29,7 @@ from service.model_format import (
     file_entry,
     now_iso,
     read_ngrams,
+    scale_name,
     shard_name,
     write_manifest,
     write_vocabulary,
@@ -72,6 +77,8 @@ def export_student(
     metrics: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Path:
+    if dtype not in SHARD_DTYPES:
+        raise ValueError(f"export dtype must be one of {SHARD_DTYPES}, got {dtype!r}")
     weight = model.embedding.weight.detach()
     vocab_size = int(weight.shape[0])
     keep = min(prune_top_k, vocab_size) if prune_top_k > 0 else vocab_size
@@ -83,9 +90,17 @@ def export_student(
         for index, start in enumerate(range(0, keep, shard_rows)):
             end = min(start + shard_rows, keep)
             relative = shard_name(index)
-            np.save(tmp / relative, weight[start:end].numpy().astype(np_dtype))
+            block = weight[start:end].numpy()
+            scale = None
+            if dtype == "int8":
+                codes, scales = quantize_rows(block)
+                np.save(tmp / relative, codes)
+                np.save(tmp / scale_name(index), scales)
+                scale = file_entry(tmp, scale_name(index))
+            else:
+                np.save(tmp / relative, block.astype(np_dtype))
             entry = file_entry(tmp, relative)
-            shards.append(ShardEntry(**entry.model_dump(), row_start=start, row_end=end))
+            shards.append(ShardEntry(**entry.model_dump(), row_start=start, row_end=end, scale=scale))
         export_head(model.head, tmp / HEAD_FILE)
         manifest = StudentManifest(
             name=name,
