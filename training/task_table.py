@@ -65,7 +65,7 @@ def task_entry(results: dict[str, Any]) -> dict[str, Any]:
         "dev_size": meta["n_dev"],
         "corpus_texts": meta["corpus_texts"],
         "teacher_max_length": meta.get("teacher_max_length"),
-        "dev_test_texts_dropped": (meta.get("corpus_sources") or {}).get("dev_test_texts_dropped"),
+        "dev_test_texts_dropped": (meta.get("corpus_sources") or {}).get("dev_test_texts_dropped", 0),
         "date": meta["date"],
     }
     return entry
