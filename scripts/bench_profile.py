@@ -44,10 +44,11 @@ STAGES = [
 
 def run_workload(student: str, workload: str, batch_size: int, seconds: float, threads: int) -> None:
     from loadtest.bench_prepare import load_workloads
+    from service.runtime import RuntimeOptions
     from service.student_runtime import StudentRuntime
 
     texts = load_workloads(REPO / ".cache/data")[workload]
-    runtime = StudentRuntime.load(student, threads=threads, verify_checksums=False)
+    runtime = StudentRuntime.load(student, RuntimeOptions(threads=threads, verify_checksums=False))
     deadline = time.perf_counter() + seconds
     done = 0
     while time.perf_counter() < deadline:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.model_format import load_student_manifest
+from sdcore.model_format import load_student_manifest
 from training.config import load_config
 
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from sdcore.model_format import ModelFormatError
 from service.api.deps import AppState, require_api_key
 from service.api.routes import cascade, classify, health, metrics, models, v2
 from service.devices import DeviceUnavailable
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import ServiceMiddleware
-from service.model_format import ModelFormatError
 from service.registry import ModelRegistry, StartupError
 from service.settings import ServiceSettings
 

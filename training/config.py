@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from service.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerSettings
+from sdcore.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerSettings
 
 
 class ConfigError(ValueError):

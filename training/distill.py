@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from service.model_format import atomic_write_json
+from sdcore.atomic import atomic_write_json
 from training.student import DAN, Bags, drop_features, predict_logits, select_bags
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model_format import atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.fasttext_baseline import train_fasttext

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.featurizer import NgramFeaturizer
-from service.model_format import atomic_write_json
+from sdcore.atomic import atomic_write_json
+from sdcore.featurizer import NgramFeaturizer
 
 
 @dataclass

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.model_format import TEACHER_ONNX, atomic_save_npy, atomic_write_bytes, atomic_write_json, sha256_of
+from sdcore.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from sdcore.model_format import TEACHER_ONNX, sha256_of
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus, load_label_names
@@ -55,7 +57,7 @@ class _Teacher:
 
 
 def _onnx_teacher(config: RunConfig) -> _Teacher:
-    runtime = TeacherRuntime.load(config.teacher_dir, threads=config.teacher.threads or None)
+    runtime = TeacherRuntime.load(config.teacher_dir, RuntimeOptions(threads=config.teacher.threads or None))
     exported_with = runtime.manifest.config.get("labeling", {}).get("max_length")
     if exported_with is not None and exported_with != config.labeling.max_length:
         raise LabelingError(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model_format import atomic_write_json
+from sdcore.atomic import atomic_write_json
 from training.config import RunConfig
 from training.distill import BagSource, TrainResult, TrainSpec, accuracy, train_student
 from training.export import export_student

@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from service.model_format import atomic_model_dir, atomic_write_json
+from sdcore.atomic import atomic_dir, atomic_write_json
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 
@@ -341,7 +341,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "test_acc": accuracy(test_logits, test.labels),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    with atomic_model_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / MODEL_SUBDIR)
         tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
         atomic_write_json(tmp / METRICS_FILE, metrics)

@@ -27,18 +27,17 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from service.model_format import (
+from sdcore.atomic import atomic_dir
+from sdcore.model_format import (
     TEACHER_ONNX,
     TEACHER_TOKENIZER_DIR,
     ModelFormatError,
     TeacherManifest,
-    atomic_model_dir,
-    file_entry,
     load_teacher_manifest,
-    now_iso,
     verify_teacher,
-    write_manifest,
 )
+from sdcore.model_writer import file_entry, now_iso, write_manifest
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import load_label_names, load_split
@@ -146,7 +145,7 @@ def _check_texts(config: RunConfig) -> list[str]:
 def _check_export(
     root: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
 ) -> float:
-    runtime = TeacherRuntime.load(root, threads=torch.get_num_threads())
+    runtime = TeacherRuntime.load(root, RuntimeOptions(threads=torch.get_num_threads()))
     expected = predict_logits(model, tokenizer, texts, 16, max_length)
     got = runtime.logits(texts, batch_size=16)
     diff = float(np.abs(got - expected).max()) if texts else 0.0
@@ -192,7 +191,7 @@ def export_teacher(config: RunConfig) -> Path:
     names = input_names(tokenizer)
     texts = _check_texts(config)
     final = config.teacher_dir
-    with torch_threads(config.teacher.threads), atomic_model_dir(final) as tmp:
+    with torch_threads(config.teacher.threads), atomic_dir(final) as tmp:
         export_onnx(model, tokenizer, names, tmp / TEACHER_ONNX, max(texts, key=len))
         save_serving_tokenizer(tokenizer, tmp / TEACHER_TOKENIZER_DIR, max_length)
         tokenizer_files = (tmp / TEACHER_TOKENIZER_DIR).rglob("*")

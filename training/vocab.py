@@ -13,7 +13,7 @@ How memory stays bounded on a corpus larger than RAM (an external-memory count):
 
 Rows are then numbered by count (descending; ties by n-gram string), so pruning to the top K' rows at
 export keeps the K' most frequent n-grams. Lookup keys are recomputed from word ids
-(service.featurizer), the form the serving featurizer uses.
+(sdcore.featurizer), the form the serving featurizer uses.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from service.featurizer import (
+from sdcore.featurizer import (
     FeaturizerSettings,
     NgramFeaturizer,
     Tokenizer,
@@ -37,7 +37,8 @@ from service.featurizer import (
     keys_of_ngram_strings,
     mix_keys,
 )
-from service.model_format import load_featurizer, write_vocabulary
+from sdcore.model_format import load_featurizer
+from sdcore.model_writer import write_vocabulary
 
 PAIR = np.dtype([("key", "<u8"), ("count", "<i8")])
 Keys = npt.NDArray[np.uint64]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictStr, WithJsonSchema
 
-from service.cascade import PolicySource
+from service.cascade_policy import PolicySource
 
 
 def _has_content(text: str) -> str:

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from transformers import AutoConfig, AutoTokenizer
 
-from service.model_format import ModelFormatError, load_teacher_manifest, verify_teacher
+from sdcore.model_format import ModelFormatError, load_teacher_manifest, verify_teacher
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime, load_tokenizer
 from training.config import RunConfig
 from training.data import TaskData, count_corpus, iter_corpus, load_label_names, load_split
@@ -111,7 +112,7 @@ def test_manifest_records_inputs_metrics_config_and_a_capped_max_length(run: Run
 
 @pytest.mark.slow
 def test_onnx_logits_equal_torch_at_several_lengths_and_batch_sizes(run: RunConfig) -> None:
-    runtime = TeacherRuntime.load(run.teacher_dir, threads=1)
+    runtime = TeacherRuntime.load(run.teacher_dir, RuntimeOptions(threads=1))
     tokenizer, model = load_classifier(run.run_dir / TEACHER_DIR / "model")
     texts = probe_texts(run.run_dir)
     seen_lengths = set()
@@ -141,7 +142,7 @@ def test_onnx_logits_equal_torch_at_several_lengths_and_batch_sizes(run: RunConf
 
 @pytest.mark.slow
 def test_runtime_equals_torch_and_batched_equals_one_by_one(run: RunConfig) -> None:
-    runtime = TeacherRuntime.load(run.teacher_dir, threads=1)
+    runtime = TeacherRuntime.load(run.teacher_dir, RuntimeOptions(threads=1))
     tokenizer, model = load_classifier(run.run_dir / TEACHER_DIR / "model")
     texts = probe_texts(run.run_dir)
     assert [e.ids for e in runtime.encode(texts)] == tokenizer(texts, truncation=True, max_length=runtime.max_length)[

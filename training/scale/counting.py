@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from service.featurizer import FeaturizerSettings, Tokenizer
+from sdcore.featurizer import FeaturizerSettings, Tokenizer
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus
 from training.scale.session import cluster_capacity, ray_session

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.model_format import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus, load_label_names
@@ -90,7 +91,7 @@ class TeacherWorker:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             # The session and tokenizer are in memory once loaded; the files can go.
-            self.runtime = TeacherRuntime.load(root, threads=threads, providers=providers)
+            self.runtime = TeacherRuntime.load(root, RuntimeOptions(threads=threads, providers=tuple(providers)))
         self.batch_size = batch_size
         self.info = WorkerInfo(
             pid=os.getpid(),

@@ -31,7 +31,7 @@ from service.api.v2_schemas import (
 )
 from service.errors import ErrorBody, InvalidInput, NotReady
 from service.registry import ServedModel
-from service.runtimes import Predictions
+from service.runtime import Predictions
 
 INPUT_NAME = "text"
 SERVER_NAME = "sparse-distillation"
