@@ -19,7 +19,6 @@ Writes ``--out`` (default reports/scale-out.md) and prints the table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -67,7 +66,7 @@ def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: in
 
 def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
     shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
-    local = dataclasses.replace(config, teacher=TeacherConfig(threads=threads))
+    local = config.model_copy(update=dict(teacher=TeacherConfig(threads=threads)))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     label_corpus(local)
@@ -80,7 +79,7 @@ def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
 def measure_ray(config: RunConfig, workers: int) -> dict[str, Any]:
     shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
     with LocalCluster(nodes=workers, cpus_per_node=1, object_store_mb=300) as cluster:
-        on_ray = dataclasses.replace(config, engine="ray", ray=RayConfig(address=cluster.address))
+        on_ray = config.model_copy(update=dict(engine="ray", ray=RayConfig(address=cluster.address)))
         load = os.getloadavg()[0]
         started = time.perf_counter()
         label_corpus_ray(on_ray)

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sdcore.errors import ProjectError
+
 # scikit-learn CountVectorizer's default token pattern, as the paper uses (DESIGN.md section 1.3).
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
@@ -42,7 +44,7 @@ IntArray = npt.NDArray[np.int64]
 KeyArray = npt.NDArray[np.uint64]
 
 
-class FeaturizerError(ValueError):
+class FeaturizerError(ProjectError, ValueError):
     """Featurizer settings or vocabulary files that cannot be used."""
 
 

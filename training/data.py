@@ -29,7 +29,6 @@ What ``prepare_data`` writes into ``<run_dir>/data`` (what later steps read):
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 import os
@@ -442,7 +441,7 @@ class _CorpusBuilder:
 
 
 def _corpus_sources(config: DataConfig) -> Iterator[tuple[str, Iterable[str]]]:
-    if config.source == "mr" and config.mr_reviews:
+    if config.source == "mr" and (config.transfer is None or "mr-review-lines" in config.transfer):
         yield "mr_review_lines", mr_review_lines(Path(config.cache_dir))
     for name in config.corpus:
         yield f"file:{name}", iter_unlabeled(Path(name))
@@ -517,7 +516,7 @@ def prepare_data(config: RunConfig) -> Path:
     removed first and written last, so a crash in between is redone, never mistaken for complete.
     """
     out = config.run_dir / "data"
-    marker = {"data": dataclasses.asdict(config.data), "inputs": _inputs_fingerprint(config.data)}
+    marker = {"data": config.data.model_dump(), "inputs": _inputs_fingerprint(config.data)}
     done = out / "done.json"
     if done.is_file() and json.loads(done.read_text(encoding="utf-8")) == marker:
         return out

@@ -58,11 +58,11 @@ class _Teacher:
 
 def _onnx_teacher(config: RunConfig) -> _Teacher:
     runtime = TeacherRuntime.load(config.teacher_dir, RuntimeOptions(threads=config.teacher.threads or None))
-    exported_with = runtime.manifest.config.get("labeling", {}).get("max_length")
-    if exported_with is not None and exported_with != config.labeling.max_length:
+    exported_with = runtime.manifest.config.get("teacher", {}).get("max_length")
+    if exported_with is not None and exported_with != config.teacher.max_length:
         raise LabelingError(
-            f"{config.teacher_dir}: exported for labeling.max_length {exported_with}, the config says "
-            f"{config.labeling.max_length}; export the teacher again"
+            f"{config.teacher_dir}: exported for teacher.max_length {exported_with}, the config says "
+            f"{config.teacher.max_length}; export the teacher again (run the teacher-export step)"
         )
     onnx = next(e for e in runtime.manifest.files if e.path == TEACHER_ONNX)
     batch_size = config.labeling.batch_size
@@ -89,7 +89,7 @@ def _torch_teacher(config: RunConfig) -> _Teacher:
     if not weights:
         raise LabelingError(f"{folder}: no model weights; fine-tune the teacher first")
     tokenizer, model = load_classifier(folder)
-    max_length = min(config.labeling.max_length, max_input_tokens(model.config))
+    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
     batch_size = config.labeling.batch_size
     labels = label_names(model.config)
 

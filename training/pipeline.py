@@ -9,7 +9,6 @@ Each step records what it was made from; a step whose inputs or settings changed
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import resource
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from sdcore.atomic import atomic_write_json
 from training.config import RunConfig
@@ -31,7 +31,7 @@ from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
 
 
 def fingerprint(*parts: Any) -> str:
-    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)  # type: ignore[arg-type]
+    text = json.dumps([p.model_dump() if isinstance(p, BaseModel) else p for p in parts], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

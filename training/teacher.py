@@ -12,7 +12,6 @@ epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -183,7 +182,7 @@ def _config_key(config: RunConfig) -> dict[str, Any]:
 
     ``threads`` changes speed only, so it is left out.
     """
-    teacher = dataclasses.asdict(config.teacher)
+    teacher = config.teacher.model_dump()
     teacher.pop("threads")
     return {"teacher": teacher, "seed": config.seed}
 

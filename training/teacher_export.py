@@ -187,7 +187,7 @@ def export_teacher(config: RunConfig) -> Path:
     labels = load_label_names(config.run_dir)
     if label_names(model.config) != labels:
         raise TeacherError(f"{source}: the model's labels {label_names(model.config)} are not labels.json's {labels}")
-    max_length = min(config.labeling.max_length, max_input_tokens(model.config))
+    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
     names = input_names(tokenizer)
     texts = _check_texts(config)
     final = config.teacher_dir

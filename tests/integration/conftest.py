@@ -22,7 +22,7 @@ from training.teacher_export import export_teacher
 from training.tiny_models import make_tiny_checkpoint
 
 Family = Literal["bert", "roberta"]
-TINY_MAX_POSITIONS = 128  # below labeling.max_length (512), so the export must cap it
+TINY_MAX_POSITIONS = 128  # below teacher.max_length (512), so fine-tuning and the export must cap it
 # Tiny random transformers sit on a loss plateau for about 3 epochs before they learn; with 6 the
 # teacher's logits vary between texts (an ONNX == PyTorch check on constant logits proves nothing)
 # and the best dev epoch is not always the last (model selection is exercised).
@@ -63,12 +63,11 @@ def tiny_teacher_config(family: Family, root: Path, task: TaskData, corpus: list
             dev=_write_labeled(inputs / "dev.jsonl", task.dev, names),
             test=_write_labeled(inputs / "test.jsonl", task.test, names),
             corpus=[str(corpus_file)],
-            mr_reviews=False,
         ),
         teacher=TeacherConfig(
-            base_model=str(base), max_length=64, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, threads=1
+            base_model=str(base), max_length=512, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, threads=1
         ),
-        labeling=LabelingConfig(batch_size=32, shard_size=128, max_length=512, backend="onnx"),
+        labeling=LabelingConfig(batch_size=32, shard_size=128, backend="onnx"),
     )
     prepare_data(config)
     return config

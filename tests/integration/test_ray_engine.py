@@ -8,7 +8,6 @@ partial folder resumes. The teacher is the session's tiny BERT teacher (tests/in
 
 from __future__ import annotations
 
-import dataclasses
 import filecmp
 import importlib.util
 import json
@@ -58,13 +57,13 @@ def copy_run(base: RunConfig, dest: Path, **changes: Any) -> RunConfig:
     """A private copy of the run (data, teacher) and its exported teacher, without labels or vocab."""
     shutil.copytree(base.run_dir, dest / "run", ignore=shutil.ignore_patterns(LABELS_DIR, "vocab"))
     shutil.copytree(base.teacher_dir, dest / "models" / base.teacher_dir.name)
-    labeling = dataclasses.replace(base.labeling, shard_size=SHARD_SIZE)
-    return dataclasses.replace(base, workdir=str(dest / "run"), models_dir=str(dest / "models"),
-                               labeling=labeling, **changes)
+    labeling = base.labeling.model_copy(update=dict(shard_size=SHARD_SIZE))
+    return base.model_copy(update=dict(workdir=str(dest / "run"), models_dir=str(dest / "models"),
+                               labeling=labeling, **changes))
 
 
 def on_ray(config: RunConfig, cluster: LocalCluster) -> RunConfig:
-    return dataclasses.replace(config, engine="ray", ray=RayConfig(address=cluster.address))
+    return config.model_copy(update=dict(engine="ray", ray=RayConfig(address=cluster.address)))
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +181,7 @@ def test_ray_vocabulary_equals_the_local_vocabulary_exactly(
 ) -> None:
     # Many chunks, a vocabulary cut inside a long run of equal counts (ties decided by key), and a
     # memory budget so small that the reducers split their spill files (the local bounded-memory path).
-    vocab = dataclasses.replace(base_run.vocab, size=3000, chunk_texts=60, partitions=3, memory_mb=0.01)
+    vocab = base_run.vocab.model_copy(update=dict(size=3000, chunk_texts=60, partitions=3, memory_mb=0.01))
     config = on_ray(copy_run(base_run, tmp_path / "ray", vocab=vocab), cluster)
     run_steps(config, ["vocab"])
 
@@ -216,7 +215,7 @@ def test_engine_and_ray_settings_are_validated() -> None:
     config = config_from_dict({**base, "engine": "ray", "ray": {"address": "10.0.0.1:6379", "workers": 4}})
     assert (config.engine, config.ray.address, config.ray.workers) == ("ray", "10.0.0.1:6379", 4)
     for bad, match in (
-        ({"engine": "spark"}, "engine must be"),
+        ({"engine": "spark"}, "engine"),
         ({"ray": {"workers": -1}}, "ray.workers"),
         ({"ray": {"cpus_per_worker": 0}}, "ray.cpus_per_worker"),
         ({"ray": {"adress": "x"}}, "adress"),

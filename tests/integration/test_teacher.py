@@ -7,7 +7,6 @@ damaged model file is refused with an error naming it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -65,7 +64,7 @@ def copy_run(config: RunConfig, dest: Path) -> RunConfig:
     """A private copy of a run and its exported teacher, to change or damage freely."""
     shutil.copytree(config.run_dir, dest / "run")
     shutil.copytree(config.teacher_dir, dest / "models" / config.teacher_dir.name)
-    return dataclasses.replace(config, workdir=str(dest / "run"), models_dir=str(dest / "models"))
+    return config.model_copy(update=dict(workdir=str(dest / "run"), models_dir=str(dest / "models")))
 
 
 def metrics(config: RunConfig) -> dict[str, Any]:
@@ -101,9 +100,9 @@ def test_manifest_records_inputs_metrics_config_and_a_capped_max_length(run: Run
     assert manifest.input_names == (
         ["input_ids", "attention_mask", "token_type_ids"] if family == "bert" else ["input_ids", "attention_mask"]
     )
-    # labeling.max_length is 512; the tiny models take 128 tokens (RoBERTa: 130 positions - pad - 1).
+    # teacher.max_length is 512; the tiny models take 128 tokens (RoBERTa: 130 positions - pad - 1).
     model_limit = max_input_tokens(AutoConfig.from_pretrained(run.teacher.base_model))
-    assert run.labeling.max_length > model_limit == manifest.max_length == 128
+    assert run.teacher.max_length > model_limit == manifest.max_length == metrics(run)["max_length"] == 128
     assert manifest.labels == load_label_names(run.run_dir)
     assert manifest.metrics["dev_acc"] == metrics(run)["dev_acc"]
     assert manifest.config == json.loads(json.dumps(run.to_dict()))
@@ -215,7 +214,7 @@ def test_torch_backend_labels_equal_the_onnx_labels(run: RunConfig, tmp_path: Pa
     config = copy_run(run, tmp_path)
     label_corpus(config)
     onnx_logits = load_teacher_logits(config.run_dir)
-    torch_config = dataclasses.replace(config, labeling=dataclasses.replace(config.labeling, backend="torch"))
+    torch_config = config.model_copy(update=dict(labeling=config.labeling.model_copy(update=dict(backend="torch"))))
     label_corpus(torch_config)
     done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
     assert done["teacher"]["backend"] == "torch"

@@ -411,7 +411,7 @@ def test_prepare_data_augments_the_corpus_with_windows(mr_cache: Path, tmp_path:
     config = RunConfig(
         name="t",
         workdir=str(tmp_path / "run"),
-        data=DataConfig(cache_dir=str(mr_cache), augment_windows=2, mr_reviews=False),
+        data=DataConfig(cache_dir=str(mr_cache), augment_windows=2, transfer=[]),
     )
     out = prepare_data(config)
     counts = json.loads((out / "stats.json").read_text(encoding="utf-8"))["corpus"]
