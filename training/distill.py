@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sdcore.atomic import atomic_write_json
+from training.run_folder import done_file
 from training.student import DAN, Bags, drop_features, predict_logits, select_bags
 
 
@@ -118,7 +119,7 @@ def train_student(
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / f"{name}-last.pt", ckpt_dir / f"{name}-best.pt"
-    done_path = ckpt_dir / f"{name}-done.json"
+    done_path = done_file(ckpt_dir, name)
     spec_dict = asdict(spec)
     spec_dict["betas"] = list(spec.betas)
     spec_dict["inputs_key"] = inputs_key

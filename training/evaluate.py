@@ -7,8 +7,6 @@ are compared with the PyTorch student's on the same texts.
 
 from __future__ import annotations
 
-import json
-import math
 import platform
 import sys
 import time
@@ -17,25 +15,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.fasttext_baseline import train_fasttext
-from training.pipeline import _labeled_bags, _student_dir, final_student_name, load_student
 from training.student import predict_logits
+from training.student_runs import final_stage, has_stage, labeled_bags, load_stage
 
-Z95 = 1.959964
 
-
-def wilson(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+def wilson(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` successes in ``total`` trials (scipy's)."""
     if total == 0:
         return (0.0, 0.0)
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str, Any]:
@@ -48,9 +43,9 @@ def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str
 
 
 def _student_scores(config: RunConfig, name: str, splits: dict[str, Any]) -> dict[str, float] | None:
-    if not (_student_dir(config) / f"{name}-best.pt").is_file():
+    if not has_stage(config, name):
         return None
-    model = load_student(config, name)
+    model = load_stage(config, name)
     return {
         f"{split}_acc": float((predict_logits(model, bags).argmax(1) == labels).mean())
         for split, (bags, labels) in splits.items()
@@ -60,8 +55,8 @@ def _student_scores(config: RunConfig, name: str, splits: dict[str, Any]) -> dic
 def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndarray) -> dict[str, Any]:
     runtime = StudentRuntime.load(config.student_dir)
     probs = runtime.predict(texts).probabilities
-    model = load_student(config, final_student_name(config))
-    bags, _ = _labeled_bags(config, "test")
+    model = load_stage(config, final_stage(config))
+    bags, _ = labeled_bags(config, "test")
     torch_probs = torch.softmax(torch.from_numpy(predict_logits(model, bags)), dim=-1).numpy()
     return {
         "test_acc": round(float((probs.argmax(1) == labels).mean()), 4),
@@ -76,10 +71,10 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
     torch.set_num_threads(config.distill.threads or torch.get_num_threads())
     dev, test = load_split(config.run_dir, "dev"), load_split(config.run_dir, "test")
     n_dev, n_test = len(dev), len(test)
-    splits = {s: _labeled_bags(config, s) for s in ("dev", "test")}
+    splits = {s: labeled_bags(config, s) for s in ("dev", "test")}
     results: dict[str, Any] = {}
 
-    teacher = json.loads((config.run_dir / "teacher" / "metrics.json").read_text())
+    teacher = config.run_folder.teacher_metrics()
     results["teacher"] = scored(teacher["dev_acc"], teacher["test_acc"], n_dev, n_test)
     for key, name in (("dan_scratch", "scratch"), ("dan_kd", "kd"), ("dan_kd_ft", "ft")):
         acc = _student_scores(config, name, splits)
@@ -105,7 +100,7 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "n_dev": n_dev,
         "n_test": n_test,
-        "corpus_texts": json.loads((config.run_dir / "features" / "done.json").read_text()).get("texts"),
+        "corpus_texts": config.run_folder.corpus_texts(),
     }
     report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
     atomic_write_json(report.with_suffix(".json"), results)

@@ -1,7 +1,8 @@
 """The transfer corpus as bags of vocabulary rows, streamed to disk once and memory-mapped for training.
 
 Files under ``run_dir/features/``: ``rows.bin`` (int32 rows of every text, concatenated, appended chunk
-by chunk), ``offsets.npy`` (int64, one more entry than texts), ``done.json``. The shared featurizer is
+by chunk), ``offsets.npy`` (int64, one more entry than texts), and the step's done marker
+(``training.run_folder``) with the texts, occurrences and mean coverage. The shared featurizer is
 used, so these rows are exactly what the served student computes for the same text.
 """
 
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sdcore.atomic import atomic_write_json
 from sdcore.featurizer import NgramFeaturizer
+from training.run_folder import write_done
 
 
 @dataclass
@@ -30,8 +31,10 @@ class FeatureStore:
 
 
 def featurize_corpus(
-    featurizer: NgramFeaturizer, chunks: Iterable[Sequence[str]], out_dir: Path, total: int | None = None
+    featurizer: NgramFeaturizer, chunks: Iterable[Sequence[str]], out_dir: Path, key: str, total: int | None = None
 ) -> FeatureStore:
+    """Featurize the corpus into ``out_dir`` (assembled beside it, renamed into place); ``key`` is the
+    fingerprint its done marker records."""
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -49,10 +52,8 @@ def featurize_corpus(
             texts_seen += len(texts)
             bar.update(len(texts))
     np.save(tmp / "offsets.npy", np.concatenate(offsets))
-    atomic_write_json(
-        tmp / "done.json",
-        {"texts": texts_seen, "occurrences": written, "mean_coverage": coverage_sum / max(texts_seen, 1)},
-    )
+    write_done(tmp, key, {"texts": texts_seen, "occurrences": written,
+                          "mean_coverage": coverage_sum / max(texts_seen, 1)})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -12,7 +12,6 @@ epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -34,8 +33,10 @@ from transformers import (
 )
 
 from sdcore.atomic import atomic_dir, atomic_write_json
+from sdcore.errors import ProjectError
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
+from training.run_folder import fingerprint, is_done, write_done
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -60,7 +61,7 @@ _PADDING_OFFSET_POSITIONS = {
 Progress = Callable[[int], object]
 
 
-class TeacherError(RuntimeError):
+class TeacherError(ProjectError, RuntimeError):
     """The teacher cannot be trained or loaded; the message names the folder or setting."""
 
 
@@ -180,11 +181,13 @@ def _seed_everything(seed: int) -> None:
 def _config_key(config: RunConfig) -> dict[str, Any]:
     """What decides the teacher's result; a finished teacher with the same key is reused.
 
-    ``threads`` changes speed only, so it is left out.
+    The labeled set it trains on and selects with is part of it (a digest of the data step's label
+    names and splits), so editing the training data redoes the teacher. ``threads`` changes speed
+    only, so it is left out.
     """
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
-    return {"teacher": teacher, "seed": config.seed}
+    return {"teacher": teacher, "seed": config.seed, "data": config.run_folder.data_digest()}
 
 
 def _optimizer(
@@ -251,24 +254,14 @@ def _train_epoch(
     return float(np.mean(losses)) if losses else math.nan
 
 
-def _is_done(out: Path, key: dict[str, Any]) -> bool:
-    metrics = out / METRICS_FILE
-    if not (metrics.is_file() and (out / MODEL_SUBDIR / "config.json").is_file()):
-        return False
-    try:
-        return bool(json.loads(metrics.read_text(encoding="utf-8")).get("config") == key)
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
 def finetune_teacher(config: RunConfig) -> Path:
     """Fine-tune the teacher, keep the epoch with the best dev accuracy, return its model folder.
 
-    Skipped when ``<run_dir>/teacher/metrics.json`` records the same teacher settings and seed.
+    Skipped when the teacher folder's done marker records the same settings, seed and labeled data.
     """
-    out = config.run_dir / TEACHER_DIR
+    out = config.run_folder.teacher
     key = _config_key(config)
-    if not _is_done(out, key):
+    if not (is_done(out, fingerprint(key)) and (out / MODEL_SUBDIR / "config.json").is_file()):
         with torch_threads(config.teacher.threads):
             _finetune(config, out, key)
     return out / MODEL_SUBDIR
@@ -344,11 +337,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         model.save_pretrained(tmp / MODEL_SUBDIR)
         tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
         atomic_write_json(tmp / METRICS_FILE, metrics)
+        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
 
 
-def read_teacher_metrics(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / TEACHER_DIR / METRICS_FILE
-    if not path.is_file():
-        raise TeacherError(f"{path}: missing; fine-tune the teacher first")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+

@@ -50,7 +50,6 @@ from training.teacher import (
     load_classifier,
     max_input_tokens,
     predict_logits,
-    read_teacher_metrics,
     torch_threads,
 )
 
@@ -180,7 +179,7 @@ def export_teacher(config: RunConfig) -> Path:
     source = config.run_dir / TEACHER_DIR / MODEL_SUBDIR
     if not (source / "config.json").is_file():
         raise TeacherError(f"{source}: no fine-tuned teacher; run the teacher step first")
-    metrics = read_teacher_metrics(config.run_dir)
+    metrics = config.run_folder.teacher_metrics()
     if _already_exported(config, metrics):
         return config.teacher_dir
     tokenizer, model = load_classifier(source)

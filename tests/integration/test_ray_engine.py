@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 
 from training.config import ConfigError, RayConfig, RunConfig, config_from_dict
-from training.labeling import DONE_FILE, LABELS_DIR, META_FILE, label_corpus, load_teacher_logits, shard_path
+from training.label_shards import LABELS_DIR, META_FILE, load_teacher_logits, shard_path
+from training.labeling import label_corpus
 from training.pipeline import run_steps
+from training.run_folder import DONE
 from training.scale.local_cluster import LocalCluster
 from training.scale.session import Capacity, teacher_workers
 from training.vocab import build_vocab_from_chunks, count_top_ngrams
@@ -79,7 +81,7 @@ def shard_files(config: RunConfig) -> list[Path]:
 
 
 def labels_done(config: RunConfig) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    data: dict[str, Any] = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     return data
 
 
@@ -103,7 +105,7 @@ def test_ray_labels_equal_the_local_labels_in_the_same_files(
     ray_dir, local_dir = config.run_dir / LABELS_DIR, local_labels.run_dir / LABELS_DIR
     names = sorted(p.name for p in local_dir.iterdir())
     assert sorted(p.name for p in ray_dir.iterdir()) == names
-    exact = [n for n in names if not n.endswith(".npy") and n != DONE_FILE]
+    exact = [n for n in names if not n.endswith(".npy") and n != DONE]
     assert META_FILE in exact and any(n.endswith(".sha256") for n in exact)
     assert filecmp.cmpfiles(ray_dir, local_dir, exact, shallow=False)[1:] == ([], [])
     np.testing.assert_allclose(load_teacher_logits(config.run_dir), load_teacher_logits(local_labels.run_dir),
@@ -123,7 +125,7 @@ def test_ray_resumes_a_partial_local_folder(
 ) -> None:
     config = on_ray(copy_run(base_run, tmp_path), cluster)
     shutil.copytree(local_labels.run_dir / LABELS_DIR, config.run_dir / LABELS_DIR)
-    (config.run_dir / LABELS_DIR / DONE_FILE).unlink()
+    (config.run_dir / LABELS_DIR / DONE).unlink()
     dropped = [1, 2, len(shard_files(config)) - 1]
     for index in dropped:
         shard_path(config.run_dir / LABELS_DIR, index).unlink()

@@ -136,7 +136,7 @@ def test_training_and_serving_featurizers_give_the_same_ids(
 
     featurizer = load_vocab_featurizer(trained.vocab_dir, trained.settings)
     chunks = [texts[lo : lo + 97] for lo in range(0, len(texts), 97)]
-    store = featurize_corpus(featurizer, chunks, tmp_path / "features", total=len(texts))
+    store = featurize_corpus(featurizer, chunks, tmp_path / "features", "key", total=len(texts))
     assert len(store) == len(texts) and store.rows.dtype == np.int32
     everything = select_bags(store.rows, store.offsets, np.arange(len(texts), dtype=np.int64))
     assert np.array_equal(everything.rows, training_side.rows)

@@ -61,7 +61,7 @@ def test_the_shipped_configs_load(name: str) -> None:
 
 
 def test_a_missing_config_file_names_it() -> None:
-    with pytest.raises(ConfigError, match="nope.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
         load_config("nope.toml")
 
 
