@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from typing import Any
 
 from loadtest.machine import load_note, loadavg, machine
 from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
+from service.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -48,50 +47,15 @@ class Scenario:
         return f"{self.kind} x{self.texts_per_request}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Service:
+class Service(ServerProcess):
     """``python -m service`` on a loopback port, started and stopped by the runner."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1.0) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)  # poll interval of a health check with a deadline
-        raise TimeoutError(f"the service was not ready within {timeout_s:.0f} s; see {self._log.name}")
+        super().__init__(args, log=log, cwd=REPO)
 
     def has_route(self, path: str) -> bool:
         with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=5.0) as answer:
             return path in json.load(answer).get("paths", {})
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace, texts_file: Path,

@@ -13,14 +13,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from sdcore.model_format import ModelFormatError
+from sdcore.errors import ProjectError
 from service.api.deps import AppState, require_api_key
 from service.api.routes import cascade, classify, health, metrics, models, v2
-from service.devices import DeviceUnavailable
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import ServiceMiddleware
-from service.registry import ModelRegistry, StartupError
+from service.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -35,8 +34,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.service
     try:
         registry = await asyncio.to_thread(ModelRegistry.load, state.settings, state.metrics)
-    except (ModelFormatError, DeviceUnavailable, StartupError) as exc:
-        logger.error("cannot start: %s", exc)
+    except ProjectError as exc:  # a damaged model, no CUDA, two models of one name: one line (middleware)
+        logger.error("cannot start: %s", exc.one_line())
+        app.state.startup_error = exc
         raise
     try:
         await registry.start()

@@ -118,6 +118,16 @@ class ModelRegistry:
         await asyncio.gather(*(m.batcher.stop() for m in self.models))
 
 
+def check_model_folders(settings: ServiceSettings) -> None:
+    """Before the server starts: every model folder exists and holds a manifest of the right kind
+    (ModelFormatError naming the folder otherwise), so a wrong path is one line, not a failed start-up."""
+    for kind, roots in (("student", settings.student), ("teacher", settings.teacher)):
+        for root in roots:
+            found = read_manifest_kind(root)
+            if found != kind:
+                raise ModelFormatError(root / MANIFEST, f"is a {found} model, but was given as a {kind}")
+
+
 def load_runtime(root: Path, expected: Kind, options: RuntimeOptions) -> Runtime:
     """Load one model folder; raise ModelFormatError naming the file if it is missing or damaged."""
     kind = read_manifest_kind(root)

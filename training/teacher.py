@@ -254,6 +254,12 @@ def _train_epoch(
     return float(np.mean(losses)) if losses else math.nan
 
 
+def teacher_is_done(config: RunConfig) -> bool:
+    """A fine-tuned teacher is there for this config's teacher settings, seed and labeled data."""
+    out = config.run_folder.teacher
+    return is_done(out, fingerprint(_config_key(config))) and (out / MODEL_SUBDIR / "config.json").is_file()
+
+
 def finetune_teacher(config: RunConfig) -> Path:
     """Fine-tune the teacher, keep the epoch with the best dev accuracy, return its model folder.
 
@@ -261,7 +267,7 @@ def finetune_teacher(config: RunConfig) -> Path:
     """
     out = config.run_folder.teacher
     key = _config_key(config)
-    if not (is_done(out, fingerprint(key)) and (out / MODEL_SUBDIR / "config.json").is_file()):
+    if not teacher_is_done(config):
         with torch_threads(config.teacher.threads):
             _finetune(config, out, key)
     return out / MODEL_SUBDIR

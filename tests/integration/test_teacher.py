@@ -24,9 +24,9 @@ from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime, load_tokenizer
 from training.config import RunConfig
 from training.data import TaskData, count_corpus, iter_corpus, load_label_names, load_split
-from training.label_shards import LABELS_DIR, LabelingError, load_teacher_logits, shard_path
+from training.label_shards import LABELS_DIR, load_teacher_logits, shard_path
 from training.labeling import label_corpus
-from training.run_folder import DONE
+from training.run_folder import DONE, StepInputMissing
 from training.teacher import (
     METRICS_FILE,
     TEACHER_DIR,
@@ -187,7 +187,7 @@ def test_labeling_resumes_after_an_interruption(
     monkeypatch.undo()
     assert sorted(p.name for p in labels_dir.glob("logits-*.npy")) == [shard_path(labels_dir, i).name for i in range(3)]
     assert not (labels_dir / DONE).exists()
-    with pytest.raises(LabelingError, match=r"done\.json"):
+    with pytest.raises(StepInputMissing, match="made by the label step"):
         load_teacher_logits(config.run_dir)
     kept = {i: shard_path(labels_dir, i).stat().st_mtime_ns for i in range(3)}
 

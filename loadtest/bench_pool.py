@@ -1,7 +1,7 @@
 """The student's pooling alone, by chunk size: how ``POOL_CHUNK_ROWS`` was chosen (reports/bench-notes.md).
 
-    .venv/bin/python scripts/bench_pool.py                                   # models/mr-paper, 32 reviews a batch
-    .venv/bin/python scripts/bench_pool.py --student models/mr-demo --workload sentences --threads 2
+    sd bench-pool                                   # models/mr-paper, 32 reviews a batch
+    sd bench-pool --student models/mr-demo --workload sentences --threads 2
 
 Featurizes a prefix of the workload once, pools every batch once untimed (the table rows are then
 mapped), then times ``mean_pool`` over all batches for each chunk size, best of ``--repeats`` passes,
@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from loadtest.bench_memory import copy_bandwidth
+from loadtest.bench_prepare import load_workloads
+from service.runtime import RuntimeOptions
+from service.student_runtime import StudentRuntime, mean_pool
 
-from loadtest.bench_memory import copy_bandwidth  # noqa: E402
-from loadtest.bench_prepare import load_workloads  # noqa: E402
-from service.runtime import RuntimeOptions  # noqa: E402
-from service.student_runtime import StudentRuntime, mean_pool  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

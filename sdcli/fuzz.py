@@ -6,8 +6,8 @@ and a time budget, stops the server with SIGTERM and checks it exits 0. The run 
 (``not_a_server_error``) and on answers that break the schema's promises (status codes, content types,
 response schemas); a JUnit report lands in ``runs/fuzz/`` (git-ignored).
 
-    .venv/bin/python scripts/fuzz.py                      # tiny student (+ tiny teacher once quick has one)
-    .venv/bin/python scripts/fuzz.py --student models/mr-demo --teacher models/mr-demo-teacher
+    sd fuzz                      # tiny student (+ tiny teacher once quick has one)
+    sd fuzz --student models/mr-demo --teacher models/mr-demo-teacher
 """
 
 from __future__ import annotations
@@ -15,45 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from service.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)  # polling interval of a health check, not a wait for an event
-    raise SystemExit(f"the service was not ready within {deadline_s:.0f} s")
-
-
 def build_tiny_models(folder: Path, with_teacher: bool) -> tuple[Path, Path | None]:
     """A tiny real student (and teacher, when training.quick can make one) on MR training sentences;
     needs the training extras."""
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the fuzz log
     from training import quick
     from training.data import load_mr
@@ -89,39 +65,31 @@ def main(argv: list[str] | None = None) -> int:
     if student is None:
         student, built_teacher = build_tiny_models(work, with_teacher=teacher is None)
         teacher = teacher or built_teacher
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # Small limits so the fuzzer reaches them; a short timeout so nothing hangs the run.
-    cmd = [sys.executable, "-m", "service", "--student", str(student), "--port", str(port),
-           "--max-texts-per-request", "16", "--max-chars-per-text", "2000", "--max-body-bytes", "65536",
-           "--request-timeout-s", "10", "--log-level", "warning"]
+    server_args = ["--student", str(student), "--max-texts-per-request", "16", "--max-chars-per-text", "2000",
+                   "--max-body-bytes", "65536", "--request-timeout-s", "10", "--log-level", "warning"]
     if teacher:
-        cmd += ["--teacher", str(teacher)]
+        server_args += ["--teacher", str(teacher)]
     log_path = work / "server.log"
-    print("$", " ".join(cmd), f"(log: {log_path})", flush=True)
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(url, server, deadline_s=120)
-            started = time.monotonic()
-            fuzz = [st, "run", f"{url}/openapi.json", "--checks", args.checks, "--max-examples",
-                    str(args.max_examples), "--max-time", str(args.max_time), "--seed", str(args.seed),
-                    # One worker: with two, hypothesis (describing a filter lambda with ast.parse) now
-                    # and then crashed with CPython 3.11.7's "AST constructor recursion depth
-                    # mismatch": a tool error, no finding about the service.
-                    "--workers", "1", "--generation-database", "none", "--request-timeout", "30",
-                    "--report", "junit", "--report-dir", str(args.report_dir), "--no-color"]
-            print("$", " ".join(fuzz), flush=True)
-            # Run from the scratch folder: schemathesis keeps a cache in ./.schemathesis.
-            code = subprocess.run(fuzz, cwd=work).returncode
-            print(f"schemathesis exit code {code} after {time.monotonic() - started:.0f} s", flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server_code = server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server_code = -9
+    server = ServerProcess(server_args, log=log_path, cwd=ROOT)
+    print("$", " ".join(server.command), f"(log: {log_path})", flush=True)
+    try:
+        server.wait_ready(timeout_s=120)
+        url = server.url
+        started = time.monotonic()
+        fuzz = [st, "run", f"{url}/openapi.json", "--checks", args.checks, "--max-examples",
+                str(args.max_examples), "--max-time", str(args.max_time), "--seed", str(args.seed),
+                # One worker: with two, hypothesis (describing a filter lambda with ast.parse) now
+                # and then crashed with CPython 3.11.7's "AST constructor recursion depth
+                # mismatch": a tool error, no finding about the service.
+                "--workers", "1", "--generation-database", "none", "--request-timeout", "30",
+                "--report", "junit", "--report-dir", str(args.report_dir), "--no-color"]
+        print("$", " ".join(fuzz), flush=True)
+        # Run from the scratch folder: schemathesis keeps a cache in ./.schemathesis.
+        code = subprocess.run(fuzz, cwd=work).returncode
+        print(f"schemathesis exit code {code} after {time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        server_code = server.stop(timeout_s=60)
     errors = [line for line in log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
     print(f"server exit code {server_code}; {len(errors)} ERROR lines in its log", flush=True)
     for line in errors[:20]:
@@ -134,5 +102,3 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
-if __name__ == "__main__":
-    sys.exit(main())
