@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The project's CLI (`sd --help`); `python -m sdcli` is the same without relying on the console script.
+SD := $(PY) -m sdcli
 CONFIG ?= configs/mr-demo.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: install data demo train test lint fuzz serve bench loadtest docker-test clean
+.PHONY: install data demo train test test-fast lint fuzz serve bench loadtest docker-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,15 +22,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 data: install
-	$(PY) -m training fetch-data
+	$(SD) fetch-data
 
 # Installs, fetches the data, trains the default model, serves it and answers a request.
 demo: data
-	$(PY) -m training run --config $(CONFIG)
-	$(PY) scripts/demo_serve.py --config $(CONFIG)
+	$(SD) run --config $(CONFIG)
+	$(SD) demo --config $(CONFIG)
 
 train: data
-	$(PY) -m training run --config $(CONFIG)
+	$(SD) run --config $(CONFIG)
 
 # The demo models, trained once (about 15 minutes) for the targets that need them.
 DEMO_MODEL := models/mr-demo/manifest.json
@@ -37,32 +39,37 @@ $(DEMO_MODEL):
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy service training loadtest
+	$(VENV)/bin/mypy  # the packages listed in pyproject's [tool.mypy] files
 
 test: data
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q
 
+# The inner loop: unit tests and in-process integration tests, without the slow trainings and the
+# real server processes (about a minute).
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit tests/integration
+
 # schemathesis against the service's own OpenAPI on a real server process (about 3 minutes).
 fuzz: install
-	$(PY) scripts/fuzz.py
+	$(SD) fuzz
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
 # reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
-# is measured when models/mr-paper exists (python scripts/paper_scale.py builds it: 16 GiB RAM, ~40 min).
+# is measured when models/mr-paper exists (sd paper-scale builds it: 16 GiB RAM, ~40 min).
 bench: install $(DEMO_MODEL)
-	$(PY) scripts/bench.py
+	$(SD) bench
 
 # The service under a locust step load on loopback: reports/loadtest.{md,json,png} (about 15 minutes).
 loadtest: install $(DEMO_MODEL)
-	$(PY) -m loadtest.run
+	$(SD) loadtest
 
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
 	bash scripts/docker_test.sh
 
 serve: install $(DEMO_MODEL)
-	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
+	$(SD) serve --student models/mr-demo --teacher models/mr-demo-teacher
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
