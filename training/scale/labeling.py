@@ -33,13 +33,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.label_shards import LabelingError, Shard, ShardBook
 from training.labeling import onnx_teacher
+from training.progress import Progress, progress
 from training.scale.session import cluster_capacity, connected_address, ray_session, teacher_workers
 
 PREFETCH = 2  # shards queued per actor
@@ -200,8 +200,7 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
         run = _Run(ray, actor, (files, threads, config.labeling.batch_size, use_gpu), config.ray.max_retries)
         for _ in range(count):
             run.start_worker()
-        bar = tqdm(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts", mininterval=1.0,
-                   disable=None)
+        bar = progress(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts")
         try:
             _schedule(run, book, bar, on_shard)
         finally:
@@ -237,7 +236,7 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
 def _schedule(
     run: _Run,
     book: ShardBook,
-    bar: tqdm[Any],
+    bar: Progress,
     on_shard: Callable[[ShardDone], object] | None,
 ) -> None:
     """Feed the shards that are not done yet to ready workers until every shard is on disk."""
