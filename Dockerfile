@@ -46,6 +46,8 @@ RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-c
        >/tmp/build/requirements.txt \
     && pip install -r /tmp/build/requirements.txt
 COPY README.md pyproject.toml /tmp/src/
+COPY sdcore /tmp/src/sdcore
+COPY sdcli /tmp/src/sdcli
 COPY service /tmp/src/service
 COPY training /tmp/src/training
 COPY loadtest /tmp/src/loadtest

@@ -1,6 +1,6 @@
 """The systems ``make bench`` times, each text in -> probabilities out, and the timing loop.
 
-Each system runs in its own fresh process (``scripts/bench.py`` spawns one per system), so its RSS is
+Each system runs in its own fresh process (``sd bench`` spawns one per system), so its RSS is
 its own, its thread pools meet no other library's, and a crash loses one system's rows only. Heavy
 libraries (torch, transformers, fasttext) are imported inside the functions that need them: the
 student and ONNX children never load torch.

@@ -1,7 +1,7 @@
 """Locust scenarios for the service: the student route, the teacher route, the cascade, mixed traffic.
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 StudentUser            # web UI
-    .venv/bin/python -m loadtest.run                                                     # the step load
+    sd loadtest                                                                          # the step load
 
 Users are closed-loop (no wait between requests): load is set by the number of users, and each user
 sends its next request when the previous one is answered. They use ``FastHttpUser``

@@ -1,8 +1,8 @@
 """``make loadtest``: start the service on loopback, step-load each route with locust, report the knees.
 
-    .venv/bin/python -m loadtest.run                               # models/mr-demo + models/mr-demo-teacher
-    .venv/bin/python -m loadtest.run --quick --student DIR         # short steps, to try it
-    .venv/bin/python -m loadtest.run --workers 2 --locust-processes 2
+    sd loadtest                               # models/mr-demo + models/mr-demo-teacher
+    sd loadtest --quick --student DIR         # short steps, to try it
+    sd loadtest --workers 2 --locust-processes 2
 
 For each scenario (student, teacher, mixed and, when the service has it, cascade; requests of 1 and
 of 32 texts) and each step of the user ladder, one headless locust run of ``--step-s`` seconds (and at
@@ -166,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else argv
-    command = "python -m loadtest.run" + (" " + " ".join(shown) if shown else "")
+    command = "sd loadtest" + (" " + " ".join(shown) if shown else "")
     service_args = ["--student", str(args.student), "--teacher", str(args.teacher), "--workers", str(args.workers),
                     "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
     start_load = loadavg()

@@ -161,7 +161,7 @@ docker run --rm --network none "$BASE_TAG" python3 -c "import sys, venv; assert 
 CTX="$WORK/context"
 mkdir -p "$CTX"
 cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/Dockerfile" "$REPO/.dockerignore" \
-    "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
+    "$REPO/sdcore" "$REPO/sdcli" "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
 [ -f "$HOST_CA" ] && cp "$HOST_CA" "$CTX/docker-ca.crt"
 log "building $IMAGE (target serve, FROM $BASE_TAG; log: $WORK/build-serve.log)"
 old_serve_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)

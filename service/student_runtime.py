@@ -9,7 +9,7 @@ sum of its in-vocabulary n-gram rows, repeats counted, over the number of n-gram
    from float16 on the way), and each chunk's columns multiply that block into the output. The block
    stays in the CPU cache, so the table's rows cross the memory bus once, as float16; gathering the
    whole batch first (36k rows, 144 MB of float32 for 32 reviews at paper scale) and then multiplying
-   was 1.8x slower (``scripts/bench_pool.py``; reports/bench-notes.md).
+   was 1.8x slower (``sd bench-pool``; reports/bench-notes.md).
 
 A text with no n-gram in the vocabulary pools to the zero vector, as torch's EmbeddingBag does.
 

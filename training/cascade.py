@@ -155,7 +155,7 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         "teacher_dev_acc": teacher_dev,
         "meta": {"models": [str(config.student_dir), str(config.teacher_dir)], "batch_size": 32,
                  "threads": threads or "onnxruntime default", "machine": platform.platform(),
-                 "date": time.strftime("%Y-%m-%d"), "command": f"python -m training cascade -c {config.source_path}"},
+                 "date": time.strftime("%Y-%m-%d"), "command": f"sd run --step cascade -c {config.source_path}"},
     }
     out = Path(report)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
     results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
     results["meta"] = {
         "config": config.source_path or config.name,
-        "command": " ".join(["python -m training", *sys.argv[1:]]) if sys.argv else "",
+        "command": " ".join(["sd", *sys.argv[1:]]) if sys.argv else "",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
         "n_dev": n_dev,

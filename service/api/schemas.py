@@ -142,7 +142,7 @@ class CascadeResponse(BaseModel):
 
 
 class CascadeOperatingPoint(BaseModel):
-    """The cascade calibrated on dev and stored in the student's manifest (``python -m training cascade``)."""
+    """The cascade calibrated on dev and stored in the student's manifest (``sd run --step cascade``)."""
 
     temperature: float
     confidence_threshold: float
