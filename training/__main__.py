@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import typer
 
-from sdcli.app import ConfigOption, fetch_data, guarded, run, run_pipeline
+from sdcli.app import (
+    ConfigOption,
+    corpus_curve,
+    fetch_data,
+    guarded,
+    labeling_memory_command,
+    run,
+    run_pipeline,
+    task_table_command,
+    teacher_speed_command,
+)
 
 app = typer.Typer(help="Sparse Distillation, offline: the pipeline's steps (see `sd --help` for the rest).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.command()(run)
 app.command("fetch-data")(fetch_data)
+app.command("task-table")(task_table_command)
+app.command("corpus-curve")(corpus_curve)
+app.command("teacher-speed")(teacher_speed_command)
+app.command("labeling-memory")(labeling_memory_command)
 
 STEP_HELP = {
     "data": "Fetch/read the labeled set and write the transfer corpus (runs/<name>/data).",

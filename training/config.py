@@ -19,8 +19,6 @@ from sdcore.errors import ProjectError
 from sdcore.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerError, FeaturizerSettings
 from training.run_folder import RunFolder
 
-# Built-in transfer corpora a task's corpus can be made of (training/tasks.py).
-TransferCorpus = Literal["mr-review-lines", "imdb-sentences"]
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -48,9 +46,9 @@ REMOVED_KEYS = {
 
 class DataConfig(Section):
     # A built-in task (training/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
-    # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam"; or "files": the
-    # user's labeled files below.
-    source: Literal["mr", "rt", "trec", "sms-spam", "files"] = "mr"
+    # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam", "imdb" (25k whole
+    # reviews); or "files": the user's labeled files below.
+    source: Literal["mr", "rt", "trec", "sms-spam", "imdb", "files"] = "mr"
     cache_dir: str = ".cache/data"
     train: str = ""
     dev: str = ""
@@ -59,7 +57,7 @@ class DataConfig(Section):
     corpus: list[str] = Field(default_factory=list)
     # Built-in transfer corpora, in corpus order; unset = the task's own recipe (mr: the review
     # lines; rt: IMDB sentences, then the review lines), [] = none.
-    transfer: list[TransferCorpus] | None = None
+    transfer: list[str] | None = None
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
     max_corpus_texts: NonNegative = 0
     # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
@@ -67,6 +65,16 @@ class DataConfig(Section):
     # (SST's phrase labels, obtained from the teacher) when the unlabeled corpus is small.
     augment_windows: NonNegative = 0
     augment_min_words: Positive = 3
+
+    @field_validator("transfer")
+    @classmethod
+    def _known_corpora(cls, value: list[str] | None) -> list[str] | None:
+        from training.tasks import CORPORA  # the one list of built-in corpora
+
+        unknown = sorted(set(value or []) - set(CORPORA))
+        if unknown:
+            raise ValueError(f"unknown corpus {unknown}; known: {list(CORPORA)}")
+        return value
 
 
 class TeacherConfig(Section):

@@ -21,6 +21,7 @@ from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.fasttext_baseline import train_fasttext
+from training.run_folder import read_done
 from training.student import predict_logits
 from training.student_runs import final_stage, has_stage, labeled_bags, load_stage
 
@@ -65,6 +66,12 @@ def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndar
     }
 
 
+def _labeling_facts(config: RunConfig) -> dict[str, Any]:
+    """How the transfer corpus was labeled (from the label step's done marker), for the report."""
+    done = read_done(config.run_folder.labels) or {}
+    return {k: done.get(k) for k in ("texts", "texts_labeled", "seconds", "texts_per_second")}
+
+
 def evaluate_run(config: RunConfig) -> dict[str, Any]:
     from training.data import load_split
 
@@ -89,8 +96,11 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         results["fasttext"] = {**scored(ft.dev_acc, ft.test_acc, n_dev, n_test), "params": ft.params}
 
     final_key = "dan_kd_ft" if config.finetune.enabled else "dan_kd"
-    teacher_test = results["teacher"]["test_acc"]
-    results["retention"] = round(results[final_key]["test_acc"] / teacher_test, 4) if teacher_test else None
+    for split in ("dev", "test"):
+        teacher_acc = results["teacher"][f"{split}_acc"]
+        retained = results[final_key][f"{split}_acc"] / teacher_acc if teacher_acc else None
+        results[f"retention_{split}"] = round(retained, 4) if retained is not None else None
+    results["retention"] = results["retention_test"]  # the name older reports used
     results["final_student"] = final_key
     results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
     results["meta"] = {
@@ -101,6 +111,10 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         "n_dev": n_dev,
         "n_test": n_test,
         "corpus_texts": config.run_folder.corpus_texts(),
+        # One length per teacher: fine-tuned, evaluated, exported and labeling at this many tokens.
+        "teacher_max_length": teacher.get("max_length"),
+        "teacher_base_model": teacher.get("base_model"),
+        "labeling": _labeling_facts(config),
     }
     report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
     atomic_write_json(report.with_suffix(".json"), results)
@@ -127,7 +141,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}  ",
         f"Date: {meta['date']}  ",
-        f"Dev {meta['n_dev']} texts, test {meta['n_test']} texts, transfer corpus {meta['corpus_texts']} texts.",
+        f"Dev {meta['n_dev']} texts, test {meta['n_test']} texts, transfer corpus {meta['corpus_texts']} texts.  ",
+        f"Teacher: {meta.get('teacher_base_model')}, fine-tuned, evaluated and labeling at "
+        f"{meta.get('teacher_max_length')} tokens.",
         "",
         "| system | dev acc | dev 95% CI | test acc | test 95% CI |",
         "|---|---|---|---|---|",
@@ -140,7 +156,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {r['test_acc']:.4f} | {r['test_ci95'][0]:.3f}-{r['test_ci95'][1]:.3f} |"
             )
     final = results[results["final_student"]]["test_acc"]
-    lines += ["", f"Retention ({results['final_student']} test / teacher test): {results['retention']}"]
+    lines += [
+        "",
+        f"Retention ({results['final_student']} / teacher): dev {results.get('retention_dev')}, "
+        f"test {results['retention']}",
+    ]
     for key in ("dan_scratch", "fasttext"):
         if key in results:
             gain = 100 * (final - results[key]["test_acc"])

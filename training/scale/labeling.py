@@ -59,7 +59,9 @@ class TeacherWorker:
     """One exported teacher in one Ray worker process (used as a Ray actor; a plain class, so this
     module imports without Ray)."""
 
-    def __init__(self, files: dict[str, bytes], threads: int, batch_size: int, use_gpu: bool) -> None:
+    def __init__(
+        self, files: dict[str, bytes], threads: int, batch_size: int, use_gpu: bool, max_tokens: int = 0
+    ) -> None:
         # The thread budget covers tokenizing too: the tokenizers library's Rayon pool takes every core
         # of the node unless told otherwise, and it reads this when it first tokenizes (below, in this
         # fresh actor process). onnxruntime gets its budget through TeacherRuntime.load.
@@ -81,7 +83,7 @@ class TeacherWorker:
                 path.write_bytes(data)
             # The session and tokenizer are in memory once loaded; the files can go.
             self.runtime = TeacherRuntime.load(root, RuntimeOptions(threads=threads, providers=tuple(providers)))
-        self.batch_size = batch_size
+        self.batch_size, self.max_tokens = batch_size, max_tokens
         self.info = WorkerInfo(
             pid=os.getpid(),
             node_id=ray.get_runtime_context().get_node_id(),
@@ -96,7 +98,7 @@ class TeacherWorker:
     def label(self, texts: list[str]) -> tuple[np.ndarray, float]:
         """float32 logits [len(texts), labels], and the seconds they took."""
         started = time.perf_counter()
-        logits = self.runtime.logits(texts, self.batch_size)
+        logits = self.runtime.logits(texts, self.batch_size, max_tokens=self.max_tokens)
         return np.ascontiguousarray(logits, dtype=np.float32), time.perf_counter() - started
 
 
@@ -197,7 +199,8 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
             num_cpus=threads, num_gpus=1 if use_gpu else 0, max_restarts=0, scheduling_strategy="SPREAD"
         )
         files = ray.put(_teacher_files(config.teacher_dir))
-        run = _Run(ray, actor, (files, threads, config.labeling.batch_size, use_gpu), config.ray.max_retries)
+        worker_args = (files, threads, config.labeling.batch_size, use_gpu, config.labeling.max_tokens)
+        run = _Run(ray, actor, worker_args, config.ray.max_retries)
         for _ in range(count):
             run.start_worker()
         bar = progress(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts")
