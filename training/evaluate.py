@@ -72,6 +72,13 @@ def _labeling_facts(config: RunConfig) -> dict[str, Any]:
     return {k: done.get(k) for k in ("texts", "texts_labeled", "seconds", "texts_per_second")}
 
 
+def _corpus_counts(config: RunConfig) -> dict[str, Any]:
+    """Where the transfer corpus came from, and what the leak rule and dedup dropped (data/stats.json)."""
+    path = config.run_dir / "data" / "stats.json"
+    corpus: dict[str, Any] = json.loads(path.read_text()).get("corpus", {}) if path.is_file() else {}
+    return corpus
+
+
 def evaluate_run(config: RunConfig) -> dict[str, Any]:
     from training.data import load_split
 
@@ -115,6 +122,7 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         "teacher_max_length": teacher.get("max_length"),
         "teacher_base_model": teacher.get("base_model"),
         "labeling": _labeling_facts(config),
+        "corpus_sources": _corpus_counts(config),
     }
     report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
     atomic_write_json(report.with_suffix(".json"), results)

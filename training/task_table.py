@@ -66,6 +66,7 @@ def task_entry(results: dict[str, Any]) -> dict[str, Any]:
         "dev_size": meta["n_dev"],
         "corpus_texts": meta["corpus_texts"],
         "teacher_max_length": meta.get("teacher_max_length"),
+        "dev_test_texts_dropped": (meta.get("corpus_sources") or {}).get("dev_test_texts_dropped"),
         "date": meta["date"],
     }
     return entry
@@ -100,6 +101,10 @@ def render_table(tasks: dict[str, dict[str, Any]]) -> str:
     lines.append("| dev / test texts | " + " | ".join(sizes) + " |")
     corpus = [f"{tasks[n]['facts']['corpus_texts']:,} texts | " for n in names]
     lines.append("| transfer corpus | " + " | ".join(corpus) + " |")
+    dropped = [f"{tasks[n]['facts']['dev_test_texts_dropped']} | " for n in names]
+    lines.append("| transfer texts dropped as dev/test leaks | " + " | ".join(dropped) + " |")
+    lengths = [f"{tasks[n]['facts']['teacher_max_length']} | " for n in names]
+    lines.append("| teacher length (tokens) | " + " | ".join(lengths) + " |")
     return "\n".join(lines)
 
 
