@@ -7,6 +7,7 @@ are compared with the PyTorch student's on the same texts.
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -74,7 +75,7 @@ def _labeling_facts(config: RunConfig) -> dict[str, Any]:
 
 def _corpus_counts(config: RunConfig) -> dict[str, Any]:
     """Where the transfer corpus came from, and what the leak rule and dedup dropped (data/stats.json)."""
-    path = config.run_dir / "data" / "stats.json"
+    path = config.run_folder.data / "stats.json"
     corpus: dict[str, Any] = json.loads(path.read_text()).get("corpus", {}) if path.is_file() else {}
     return corpus
 
