@@ -8,7 +8,7 @@ SD := $(PY) -m sdcli
 CONFIG ?= configs/mr-demo.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: install data demo train test test-fast lint fuzz serve bench loadtest docker-test clean
+.PHONY: install data demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,13 @@ test: data
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit tests/integration
 
-# schemathesis against the service's own OpenAPI on a real server process (about 3 minutes).
-fuzz: install
+# schemathesis against the service's own OpenAPI on a real server process, student only and student +
+# teacher (about 3 minutes each); fuzz-short is the quick pass CI runs (about a minute each).
+fuzz: data
 	$(SD) fuzz
+
+fuzz-short: data
+	$(SD) fuzz --short
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
 # reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
@@ -67,6 +71,13 @@ loadtest: install $(DEMO_MODEL)
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
 	bash scripts/docker_test.sh
+
+# Regenerate the gRPC modules from service/grpc_api/kserve.proto (they are committed: serving needs no
+# code generator). Their messages go into a private descriptor pool, not protobuf's default one, so a
+# process can also import Triton's client stubs, which define the same "inference" package.
+proto: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. service/grpc_api/kserve.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/DESCRIPTOR = _descriptor_pool.DescriptorPool().AddSerializedFile(/' service/grpc_api/kserve_pb2.py
 
 serve: install $(DEMO_MODEL)
 	$(SD) serve --student models/mr-demo --teacher models/mr-demo-teacher

@@ -12,13 +12,17 @@ from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from sdcore.errors import ProjectError
 from service.api.deps import AppState, require_api_key
-from service.api.routes import cascade, classify, health, metrics, models, v2
+from service.api.routes import cascade, classify, health, metrics, models, v2, v2_repository
 from service.errors import install_error_handlers
+from service.logging_setup import REQUEST_ID_HEADER
+from service.logging_setup import configure_logging as _configure_logging
 from service.metrics import ServiceMetrics
 from service.middleware import ServiceMiddleware
+from service.model_repository import ModelRepository
 from service.registry import ModelRegistry
 from service.settings import ServiceSettings
 
@@ -26,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Sparse Distillation serving: a huge sparse n-gram DAN student distilled from a transformer
 teacher (Ye et al., NAACL 2022), both behind dynamic batchers. v1 JSON routes and the Open Inference
-Protocol (KServe v2). Every error body is `{"error": {"type": ..., "message": ...}}`."""
+Protocol (KServe v2) over HTTP (JSON and binary tensors) and gRPC. Every error body under /v1 is
+`{"error": {"type": ..., "message": ...}}`; under /v2 it is the protocol's `{"error": "<message>"}`."""
 
 
 @asynccontextmanager
@@ -38,14 +43,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.error("cannot start: %s", exc.one_line())
         app.state.startup_error = exc
         raise
+    repository = ModelRepository(state.settings.model_repository, registry, state.settings, state.metrics)
+    grpc_server = None
     try:
         await registry.start()
         state.registry = registry
+        app.state.repository = repository
         await registry.warm_up()
+        if state.settings.grpc_port is not None:
+            from service.grpc_api.server import start_grpc  # grpcio is imported only where gRPC is on
+
+            grpc_server, app.state.grpc_port = await start_grpc(
+                app, state.settings.host, state.settings.grpc_port, state.settings.max_body_bytes
+            )
         logger.info("ready: %s", ", ".join(f"{m.kind} {m.name!r} on {m.device}" for m in registry.models))
         yield
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=state.settings.graceful_timeout_s)
+        await repository.stop()
         await registry.stop()
+        state.metrics.process_exit()
         logger.info("models stopped")
 
 
@@ -58,14 +76,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     metrics_ = ServiceMetrics()
     app.state.service = AppState(settings=settings, metrics=metrics_)
+    app.state.repository = None  # set by the lifespan
+    app.state.grpc_port = None  # the port the gRPC server bound, when it runs
     install_error_handlers(app)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics_)
+    if settings.cors_allow_origins:  # opt-in: browsers may call the API from these origins only
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER, "inference-header-content-length"],
+            expose_headers=[REQUEST_ID_HEADER, "x-queue-time-ms", "x-inference-time-ms", "x-total-time-ms",
+                            "inference-header-content-length"],
+        )
     # The key check (and its OpenAPI security scheme) only where a key is set, so the schema says
     # the truth about each deployment.
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (classify.router, cascade.router, models.router, metrics.router, v2.router):
+    for router in (classify.router, cascade.router, models.router, metrics.router, v2.router, v2_repository.router):
         app.include_router(router, dependencies=protected)
     app.openapi = partial(openapi_with_limits, app, settings)  # type: ignore[method-assign]
     return app
@@ -80,6 +107,9 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = FastAPI.openapi(app)  # builds FastAPI's schema and caches it on the app
+    # The bodies the v2 routes read by hand (any content type), declared for the schema.
+    schema["components"]["schemas"].update(v2.v2_component_schemas())
+    schema["components"]["schemas"].update(v2_repository.repository_component_schemas())
     for name in ("ClassifyRequest", "CompareRequest", "CascadeRequest"):
         texts = schema["components"]["schemas"][name]["properties"]["texts"]
         texts["maxItems"] = settings.max_texts_per_request
@@ -87,13 +117,13 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     return schema
 
 
-def configure_logging(level: str) -> None:
-    """The service's log lines with time and logger name (uvicorn configures its own loggers)."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Every log line with time, logger and request id, as text or JSON (``service.logging_setup``)."""
+    _configure_logging(level, "json" if log_format == "json" else "text")
 
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from ``SD_*`` variables."""
     settings = ServiceSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -178,6 +178,8 @@ class Batcher(Generic[OutputT]):
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        self._busy = False  # a batch is running
+        self._last_submit = clock()
 
     @property
     def running(self) -> bool:
@@ -200,6 +202,7 @@ class Batcher(Generic[OutputT]):
         if self._closed or self._queue is None:
             raise ShuttingDown(f"model {self.name!r} is not accepting requests")
         now = self._clock()
+        self._last_submit = now
         future: asyncio.Future[Answer[OutputT]] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(Pending(texts, future, now, now + self.timeout_s))
@@ -234,6 +237,19 @@ class Batcher(Generic[OutputT]):
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, True)
 
+    async def drain(self, quiet_s: float = 0.5, poll_s: float = 0.02) -> None:
+        """Stop once nothing is queued or running and no request has come for ``quiet_s``, then ``stop()``.
+
+        For a model that was replaced (a new version took its name): a request that looked the old one
+        up just before the swap still gets its answer from it, not a 503."""
+        quiet_since = self._clock()
+        while True:
+            idle = self.depth == 0 and self._leftover is None and not self._busy
+            if idle and self._clock() - max(quiet_since, self._last_submit) >= quiet_s:
+                break
+            await asyncio.sleep(poll_s)  # polling our own queue; this is a background task
+        await self.stop()
+
     async def _run(self) -> None:
         assert self._queue is not None
         while True:
@@ -260,6 +276,7 @@ class Batcher(Generic[OutputT]):
     async def _infer(self, batch: list[Pending[OutputT]]) -> None:
         texts = [text for entry in batch for text in entry.texts]
         started = self._clock()
+        self._busy = True
         try:
             output = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, texts)
             if len(output) != len(texts):
@@ -275,6 +292,8 @@ class Batcher(Generic[OutputT]):
                 if not entry.future.done():
                     entry.future.set_exception(InferenceFailed("inference failed; the error is in the server log"))
             return
+        finally:
+            self._busy = False
         finished = self._clock()
         queue_s = [started - entry.enqueued_at for entry in batch]
         self._observer.batch_done(len(texts), len(batch), finished - started, queue_s)

@@ -3,6 +3,8 @@
 Every error the service answers has the same body, ``{"error": {"type": ..., "message": ...}}``,
 whatever raised it: our own errors, FastAPI's request validation, Starlette's 404/405, the body-size
 middleware or an unexpected exception (logged with its traceback, answered with a generic 500).
+Under ``/v2`` the body is the Open Inference Protocol's ``{"error": "<message>"}`` instead (Triton and
+KServe clients read that string), with the same status codes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ErrorType(StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_LOAD_FAILED = "model_load_failed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_READY = "not_ready"
     QUEUE_FULL = "queue_full"
@@ -47,11 +50,14 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.UNAUTHORIZED: 401,
     ErrorType.NOT_FOUND: 404,
     ErrorType.MODEL_NOT_FOUND: 404,
+    ErrorType.MODEL_LOAD_FAILED: 400,  # as Triton answers a failed load; the old version keeps serving
     ErrorType.METHOD_NOT_ALLOWED: 405,
     ErrorType.NOT_READY: 503,
     ErrorType.QUEUE_FULL: 503,
     ErrorType.SHUTTING_DOWN: 503,
-    ErrorType.TEACHER_UNAVAILABLE: 503,  # a route that needs a teacher on a server started without one
+    # A route that needs a teacher on a server without one: a deployment fact, not a transient failure
+    # (retrying won't help), so a 4xx like the teacher route's "no teacher model is loaded".
+    ErrorType.TEACHER_UNAVAILABLE: 404,
     ErrorType.DEADLINE_EXCEEDED: 504,
     ErrorType.CLIENT_CLOSED: 499,  # nginx's code; only logs and metrics see it, the client has left
     ErrorType.INFERENCE_FAILED: 500,
@@ -99,6 +105,12 @@ class NotFound(ServiceError):
 
 class ModelNotFound(ServiceError):
     type = ErrorType.MODEL_NOT_FOUND
+
+
+class ModelLoadFailed(ServiceError):
+    """A repository model (version) that cannot be loaded: missing or damaged; the message names the file."""
+
+    type = ErrorType.MODEL_LOAD_FAILED
 
 
 class MethodNotAllowed(ServiceError):
@@ -151,17 +163,32 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_body(kind: ErrorType, message: str) -> dict[str, Any]:
+class V2ErrorBody(BaseModel):
+    """The body of every error under ``/v2`` (Open Inference Protocol)."""
+
+    error: str
+
+
+V2_PREFIX = "/v2"
+
+
+def is_v2(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def error_body(kind: ErrorType, message: str, v2: bool = False) -> dict[str, Any]:
+    if v2:
+        return {"error": message}
     return {"error": {"type": kind.value, "message": message}}
 
 
-def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(error_body(exc.type, exc.message), status_code=exc.status, headers=exc.headers)
+def error_response(exc: ServiceError, v2: bool = False) -> JSONResponse:
+    return JSONResponse(error_body(exc.type, exc.message, v2), status_code=exc.status, headers=exc.headers)
 
 
-def error_bytes(exc: ServiceError) -> bytes:
+def error_bytes(exc: ServiceError, v2: bool = False) -> bytes:
     """The body of ``exc`` encoded, for the raw ASGI middleware."""
-    return json.dumps(error_body(exc.type, exc.message)).encode("utf-8")
+    return json.dumps(error_body(exc.type, exc.message, v2)).encode("utf-8")
 
 
 def internal_error() -> ServiceError:
@@ -193,21 +220,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)  # registered for ServiceError only
-        return error_response(exc)
+        return error_response(exc, is_v2(request.url.path))
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(describe_validation_error(exc))
+        return error_response(describe_validation_error(exc), is_v2(request.url.path))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        v2 = is_v2(request.url.path)
         if exc.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, nesting too deep)
-            return error_response(InvalidJSON("request body is not valid JSON"))
+            return error_response(InvalidJSON("request body is not valid JSON"), v2)
         cls = _HTTP_STATUS_ERRORS.get(exc.status_code)
         if cls is None:  # another status raised by the framework: keep it, same body shape
             kind = ErrorType.INTERNAL if exc.status_code >= 500 else ErrorType.INVALID_INPUT
-            return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers)
-        return error_response(cls(str(exc.detail), dict(exc.headers or {})))  # 405 keeps its Allow header
+            return JSONResponse(error_body(kind, str(exc.detail), v2), exc.status_code, headers=exc.headers)
+        return error_response(cls(str(exc.detail), dict(exc.headers or {})), v2)  # 405 keeps its Allow header
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

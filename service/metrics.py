@@ -1,10 +1,13 @@
 """Prometheus metrics, in a registry owned by one app (two apps in one test process never collide).
 
-With ``workers > 1`` each process keeps its own numbers and a scrape sees one worker: scrape each
-worker, or run one worker per container (the usual deployment).
+With ``workers > 1``, ``python -m service`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before
+the workers start: prometheus-client then keeps every process's values in files there, and a scrape of
+any worker answers the sum over all of them (gauges: the sum over the live workers).
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +16,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -22,16 +26,30 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus-client picks its multiprocess value store by this variable when it is imported; the
+    rendering must follow the same choice."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         disable_created_metrics()  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir()
         r = self.registry
         self.requests = Counter(
             "sd_http_requests", "HTTP requests answered, by route template and status", ["route", "method", "status"],
             registry=r,
         )
-        self.in_flight = Gauge("sd_http_requests_in_flight", "HTTP requests being answered now", registry=r)
+        self.in_flight = Gauge("sd_http_requests_in_flight", "HTTP requests being answered now", registry=r,
+                               multiprocess_mode="livesum")
+        self.grpc_requests = Counter(
+            "sd_grpc_requests", "gRPC calls answered, by method and status code", ["method", "code"], registry=r
+        )
         self.request_seconds = Histogram(
             "sd_http_request_seconds", "Time from request start to response start", ["route"],
             buckets=_LATENCY_BUCKETS, registry=r,
@@ -50,7 +68,8 @@ class ServiceMetrics:
         self.batch_requests = Histogram(
             "sd_batch_requests", "Requests per runtime call", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("sd_queue_depth", "Requests waiting in a model's queue", ["model"], registry=r)
+        self.queue_depth = Gauge("sd_queue_depth", "Requests waiting in a model's queue", ["model"], registry=r,
+                                 multiprocess_mode="livesum")
         self.rejected = Counter(
             "sd_rejected", "Requests not run: queue_full, deadline, client_gone", ["model", "reason"], registry=r
         )
@@ -59,14 +78,24 @@ class ServiceMetrics:
             ["model", "answered_by"], registry=r,
         )
         self.model_info = Gauge(
-            "sd_model_info", "Loaded models (value 1)", ["model", "kind", "device"], registry=r
+            "sd_model_info", "Loaded models (value 1)", ["model", "kind", "device"], registry=r,
+            multiprocess_mode="livemax",
         )
 
     def for_model(self, model: str) -> ModelObserver:
         return ModelObserver(self, model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=self.multiprocess_dir)
+        return generate_latest(combined)
+
+    def process_exit(self) -> None:
+        """This worker's live gauges stop counting (called when its app shuts down)."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
 
 
 class ModelObserver:

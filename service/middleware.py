@@ -3,6 +3,8 @@
 - Body limit: a body larger than ``max_body_bytes`` (by Content-Length, or counted as it streams)
   is answered 413 before anything parses it; the accepted body is replayed to the app.
 - ``x-total-time-ms`` on every response, and requests counted by route template and status.
+- The request id (``x-request-id``, the client's or a new one) echoed on the response and on every log
+  line of the request; one access line per request (``service.logging_setup``).
 - The last line of defence: an unexpected exception is logged with its traceback and answered with
   a generic 500 in the service's error shape (the client never sees a traceback).
 - A start-up that fails on one of the project's own errors (a damaged model, no CUDA) is reported
@@ -21,7 +23,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdcore.errors import ProjectError
-from service.errors import PayloadTooLarge, ServiceError, error_bytes, internal_error
+from service.errors import PayloadTooLarge, ServiceError, error_bytes, internal_error, is_v2
+from service.logging_setup import REQUEST_ID_HEADER, access_log, request_context
 from service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,12 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        with request_context(Headers(scope=scope).get(REQUEST_ID_HEADER)) as info:
+            status = await self._answer(scope, receive, send, info.request_id, started)
+            access_log(f"{scope['method']} {_route_of(scope)}", status, info, (time.perf_counter() - started) * 1000.0)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float) -> int:
+        """Answer the request; returns the status sent (500 when none was)."""
         status = 500
         response_started = False
 
@@ -67,6 +76,7 @@ class ServiceMiddleware:
                 status = int(message["status"])
                 headers = MutableHeaders(scope=message)
                 headers[TOTAL_TIME_HEADER] = f"{(time.perf_counter() - started) * 1000.0:.3f}"
+                headers[REQUEST_ID_HEADER] = request_id
                 self.metrics.request_seconds.labels(_route_of(scope)).observe(time.perf_counter() - started)
             await send(message)
 
@@ -79,14 +89,15 @@ class ServiceMiddleware:
             await self.app(scope, app_receive, send_timed)
         except ServiceError as exc:  # raised here (body too large), outside the app's handlers
             if not response_started:
-                await _send_error(send_timed, exc)
+                await _send_error(send_timed, exc, is_v2(scope["path"]))
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not response_started:
-                await _send_error(send_timed, internal_error())
+                await _send_error(send_timed, internal_error(), is_v2(scope["path"]))
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(_route_of(scope), scope["method"], str(status)).inc()
+        return status
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole request body, or PayloadTooLarge as soon as it is known to exceed the limit."""
@@ -131,8 +142,8 @@ def _route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
-async def _send_error(send: Send, exc: ServiceError) -> None:
-    body = error_bytes(exc)
+async def _send_error(send: Send, exc: ServiceError, v2: bool) -> None:
+    body = error_bytes(exc, v2)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

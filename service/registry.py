@@ -42,6 +42,8 @@ class ServedModel:
     providers: list[str]  # onnxruntime providers the session really uses
     device_note: str = ""
     ready: bool = False
+    version: str = "1"  # its version folder in a model repository; "1" for a folder given by path
+    served_name: str | None = None  # its folder name in a model repository (else the manifest's name)
 
     @property
     def facts(self) -> ModelFacts:
@@ -49,7 +51,7 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return self.runtime.facts.name
+        return self.served_name or self.runtime.facts.name
 
     @property
     def kind(self) -> Kind:
@@ -61,8 +63,9 @@ class ServedModel:
 
 
 class ModelRegistry:
-    def __init__(self, models: list[ServedModel]) -> None:
+    def __init__(self, models: list[ServedModel], plan: DevicePlan | None = None) -> None:
         self.models = models
+        self.plan = plan  # the device plan later loads use (service.model_repository)
         self._by_name = {m.name: m for m in models}
         if len(self._by_name) != len(models):
             names = [m.name for m in models]
@@ -71,10 +74,16 @@ class ModelRegistry:
     @classmethod
     def load(cls, settings: ServiceSettings, metrics: ServiceMetrics) -> ModelRegistry:
         """Load every model of ``settings`` (blocking: call it off the event loop)."""
+        from service.model_repository import latest_versions  # the repository module builds on this one
+
         plan = plan_device(settings.device, settings.allow_cpu_fallback)
         models = [_load_one(root, "student", settings, plan, metrics) for root in settings.student]
         models += [_load_one(root, "teacher", settings, plan, metrics) for root in settings.teacher]
-        return cls(models)
+        if settings.model_repository is not None:
+            for name, version, root in latest_versions(settings.model_repository):
+                kind: Kind = "student" if read_manifest_kind(root) == "student" else "teacher"
+                models.append(_load_one(root, kind, settings, plan, metrics, served_name=name, version=version))
+        return cls(models, plan)
 
     @property
     def ready(self) -> bool:
@@ -92,6 +101,25 @@ class ModelRegistry:
             known = ", ".join(m.name for m in of_kind) or "none"
             raise ModelNotFound(f"no {kind} model named {name!r} (loaded {kind}s: {known})")
         return model
+
+    def put(self, model: ServedModel) -> ServedModel | None:
+        """Serve ``model`` under its name from now on, in the place of the one it replaces (returned)."""
+        old = self._by_name.get(model.name)
+        if old is None:
+            self.models.append(model)
+        else:
+            self.models[self.models.index(old)] = model
+        self._by_name[model.name] = model
+        return old
+
+    def remove(self, name: str) -> ServedModel:
+        model = self.by_name(name)
+        self.models.remove(model)
+        del self._by_name[name]
+        return model
+
+    def find(self, name: str) -> ServedModel | None:
+        return self._by_name.get(name)
 
     def by_name(self, name: str) -> ServedModel:
         model = self._by_name.get(name)
@@ -138,7 +166,7 @@ def load_runtime(root: Path, expected: Kind, options: RuntimeOptions) -> Runtime
 
 
 def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePlan,
-              metrics: ServiceMetrics) -> ServedModel:
+              metrics: ServiceMetrics, served_name: str | None = None, version: str = "1") -> ServedModel:
     started = time.perf_counter()
     options = RuntimeOptions(settings.threads, tuple(plan.providers), settings.verify_checksums,
                              settings.teacher_onnx_batch_size)
@@ -152,7 +180,7 @@ def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePla
             raise DeviceUnavailable(problem + "; pass --allow-cpu-fallback to run on the CPU")
         logger.warning("%s; running on the CPU", problem)
         device, note = "cpu", f"cuda unavailable, running on cpu: {problem}"
-    name = runtime.facts.name
+    name = served_name or runtime.facts.name
     batch_size = settings.max_batch_size if kind == "student" else settings.teacher_max_batch_size
     batcher: Batcher[Predictions] = Batcher(
         name,
@@ -169,4 +197,7 @@ def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePla
         for answered_by in ("student", "teacher"):
             metrics.cascade_texts.labels(name, answered_by)
     logger.info("loaded %s %r from %s on %s in %.2f s", kind, name, root, device, time.perf_counter() - started)
-    return ServedModel(runtime, batcher, device, active, note)
+    return ServedModel(runtime, batcher, device, active, note, version=version, served_name=served_name)
+
+
+load_served_model = _load_one  # for service.model_repository

@@ -8,11 +8,12 @@ List settings take repeated flags (``--student a --student b``) or a comma-separ
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, CliSettingsSource, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "SD_"
 
@@ -23,23 +24,42 @@ class ServiceSettings(BaseSettings):
         cli_prog_name="python -m service",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        cli_hide_none_type=True,  # "--threads int", not "{int,null}"
+        cli_show_env_vars=True,  # each flag's SD_* name in --help
+        cli_avoid_json=True,
         extra="forbid",
     )
 
     # --- models ---------------------------------------------------------------------------------
     student: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="exported student folder(s); the first is the default student"
+        default=[], description="exported student folder(s); the first is the default student"
     )
     teacher: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="exported teacher folder(s); the first is the default teacher"
+        default=[], description="exported teacher folder(s); the first is the default teacher"
+    )
+    model_repository: Path | None = Field(
+        default=None,
+        description="a model repository: <name>/<version>/ folders (Triton's layout); the highest version of "
+        "each model is served, and /v2/repository/models/<name>/load and /unload change that at run time",
     )
     verify_checksums: bool = Field(default=True, description="check every model file's sha256 at start")
 
     # --- server ---------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=8000, ge=0, le=65535, description="port to bind (0 = any free port)")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="port of the gRPC Open Inference Protocol server, beside HTTP on the same models "
+        "(unset: no gRPC; 0 = any free port)",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="server processes (each maps the same shards)")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="the least severe log lines written"
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="log lines as text or one JSON object each")
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="origins allowed to call the API from a browser (CORS); * for any"
+    )
     graceful_timeout_s: int = Field(
         default=30, ge=1, description="on SIGTERM, how long in-flight requests may take before they are cut"
     )
@@ -78,29 +98,45 @@ class ServiceSettings(BaseSettings):
     # --- device ---------------------------------------------------------------------------------
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where ONNX runs")
     allow_cpu_fallback: bool = Field(default=False, description="device=cuda without CUDA: run on CPU, not fail")
-    threads: int | None = Field(default=None, ge=1, description="intra-op threads per ONNX session (default: all)")
+    threads: int | None = Field(default=None, ge=1, description="intra-op threads per ONNX session; unset: all cores")
 
     # --- security -------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
-        default=None, description="if set, every route but health needs 'Authorization: Bearer <key>'"
+        default=None,
+        description="if set, every route but health needs 'Authorization: Bearer <key>' (prefer SD_API_KEY or "
+        "--api-key-file: a flag shows in ps)",
     )
+    api_key_file: Path | None = Field(default=None, description="read the API key from this file (its first line)")
 
-    @field_validator("student", "teacher", mode="before")
+    @field_validator("student", "teacher", "cors_allow_origins", mode="before")
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("api_key", "cascade_confidence_threshold", "cascade_coverage_threshold", mode="before")
+    @field_validator("api_key", "cascade_confidence_threshold", "cascade_coverage_threshold", "grpc_port",
+                     "model_repository", "api_key_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
-        if not self.student and not self.teacher:
-            raise ValueError("no model given: pass --student DIR (and optionally --teacher DIR)")
+        if not self.student and not self.teacher and self.model_repository is None:
+            raise ValueError(
+                "no model given: pass --student DIR (and optionally --teacher DIR) or --model-repository DIR"
+            )
+        if self.api_key_file is not None:
+            if self.api_key is not None:
+                raise ValueError("api_key and api_key_file are both set: give the key one way")
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").splitlines()[0].strip()
+            except (OSError, IndexError, UnicodeDecodeError) as exc:
+                raise ValueError(f"api_key_file {self.api_key_file}: cannot read a key ({exc})") from None
+            if not key:
+                raise ValueError(f"api_key_file {self.api_key_file}: its first line is empty")
+            self.api_key, self.api_key_file = SecretStr(key), None  # workers get the key itself, by environment
         if self.teacher_onnx_batch_size > self.teacher_max_batch_size:
             raise ValueError("teacher_onnx_batch_size cannot exceed teacher_max_batch_size")
         return self
@@ -123,6 +159,23 @@ class ServiceSettings(BaseSettings):
         return env
 
 
+# How --help names each setting's value, where the type's own name would read as Python.
+METAVARS = {"student": "DIR", "teacher": "DIR", "model_repository": "DIR", "api_key": "KEY",
+            "api_key_file": "FILE", "cors_allow_origins": "ORIGIN", "host": "ADDRESS"}
+
+
 def settings_from_cli(argv: list[str] | None) -> ServiceSettings:
-    """Parse flags (and the environment); ``--help`` prints every setting."""
-    return CliApp.run(ServiceSettings, cli_args=argv)
+    """Parse flags (and the environment); ``--help`` prints every setting with its SD_* variable."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve exported students and teachers over HTTP (v1 and the Open Inference Protocol) and, "
+        "with --grpc-port, gRPC. Every flag is also an SD_* environment variable (shown with each); flags win.",
+    )
+    source: CliSettingsSource[ServiceSettings] = CliSettingsSource(ServiceSettings, root_parser=parser)
+    for action in parser._actions:  # argparse keeps no public list of its arguments
+        if action.dest in METAVARS:
+            action.metavar = METAVARS[action.dest]
+        if isinstance(action.help, str):
+            action.help = action.help.replace("(default: [])", "(default: none)").replace(
+                "(default: None)", "(default: unset)")
+    return CliApp.run(ServiceSettings, cli_args=argv, cli_settings_source=source)

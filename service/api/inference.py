@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import Request, Response
 
 from service.errors import ClientClosed
+from service.logging_setup import note_inference
 from service.registry import ServedModel
 from service.runtime import Predictions
 
@@ -75,6 +76,7 @@ async def run_model(model: ServedModel, texts: list[str]) -> Timed:
     started = time.perf_counter()
     answer = await model.batcher.submit(texts)
     wall_ms = (time.perf_counter() - started) * 1000.0
+    note_inference(len(texts), answer.queue_ms, answer.inference_ms)
     return Timed(answer.output, answer.queue_ms, answer.inference_ms, wall_ms)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.errors import ErrorBody
+from service.errors import ErrorBody, V2ErrorBody
 
 _E: dict[str, Any] = {"model": ErrorBody}
 
@@ -27,6 +27,25 @@ INFERENCE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 CASCADE_ERRORS: dict[int | str, dict[str, Any]] = {
     **INFERENCE_ERRORS,
-    503: {**_E, "description": "Queue full (with Retry-After), models not loaded yet, or no teacher loaded "
-          "(teacher_unavailable)"},
+    404: {**_E, "description": "Unknown model, or no teacher loaded (teacher_unavailable)"},
 }
+
+# The same statuses under /v2, with the Open Inference Protocol's error body ``{"error": "<message>"}``.
+_V2: dict[str, Any] = {"model": V2ErrorBody}
+
+
+def _as_v2(errors: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    return {status: {**spec, **_V2} for status, spec in errors.items()}
+
+
+V2_METADATA_ERRORS = _as_v2(METADATA_ERRORS)
+V2_INFERENCE_ERRORS = _as_v2({
+    **INFERENCE_ERRORS,
+    404: {"description": "Unknown model or version; or the cascade asked and no teacher loaded"},
+})
+V2_REPOSITORY_ERRORS = _as_v2({
+    **AUTH_ERRORS,
+    400: {"description": "The model cannot be loaded (the message names the damaged file)"},
+    404: {"description": "No such model in the repository, or no repository"},
+    422: {"description": "Invalid request body"},
+})

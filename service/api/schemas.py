@@ -12,7 +12,19 @@ from service.cascade_policy import PolicySource
 def _has_content(text: str) -> str:
     if not text.strip():
         raise ValueError("text is empty or only whitespace")
+    if not is_valid_unicode(text):
+        raise ValueError("text holds a lone UTF-16 surrogate (e.g. \\ud800): not valid Unicode")
     return text
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's "\\ud800" decodes to one): it has no UTF-8 form,
+    so the featurizer and tokenizer would see something other than what the client meant."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # The validator enforces the rule with a clear message; the pattern states the same rule in the schema

@@ -1,7 +1,8 @@
 """Bodies of the Open Inference Protocol (KServe v2) REST API, as far as this service uses it.
 
-Reference: kserve/kserve docs/predict-api/v2/required_api.md. Tensor data may be flat or nested in
-row-major order; texts travel as a BYTES tensor of JSON strings.
+Reference: kserve/kserve docs/predict-api/v2/required_api.md, and Triton's binary tensor data and model
+repository extensions. Tensor data may be flat or nested in row-major order; texts travel as a BYTES
+tensor of JSON strings, or in binary after the JSON header (``parameters.binary_data_size``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ class RequestInput(BaseModel):
     shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=2)]
     datatype: Literal["BYTES"]
     parameters: Parameters | None = None
-    data: list[Any] = Field(min_length=1, description="The texts, flat or nested row-major; each a string.")
+    data: list[Any] | None = Field(
+        None, min_length=1,
+        description="The texts, flat or nested row-major; each a string. Absent when the tensor travels in "
+        "binary (parameters.binary_data_size).",
+    )
 
 
 class RequestOutput(BaseModel):
@@ -50,12 +55,15 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float] | list[str]
+    parameters: dict[str, int] | None = Field(None, description="binary_data_size when the data is binary")
+    data: list[float] | list[str] | None = None
 
 
 class InferenceResponse(BaseModel):
     model_name: str
+    model_version: str | None = None
     id: str | None = None
+    parameters: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] | None = None
     outputs: list[ResponseOutput]
 
 
@@ -90,3 +98,21 @@ class ReadyResponse(BaseModel):
 class ModelReadyResponse(BaseModel):
     name: str
     ready: bool
+
+
+class RepositoryIndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repository_name: StrictStr | None = None
+    ready: StrictBool | None = Field(None, description="true: only the models that are ready")
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]
+    reason: str = ""
+
+
+class RepositoryLoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parameters: Parameters | None = None

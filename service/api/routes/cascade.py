@@ -6,7 +6,7 @@ Each threshold comes from the request, else the server settings, else the operat
 student's manifest, else 0 (never defer); the answer says which (``policy.sources``).
 
 Decisions, so clients can rely on them:
-- A teacher is required even when a request defers nothing (503 ``teacher_unavailable`` otherwise): whether
+- A teacher is required even when a request defers nothing (404 ``teacher_unavailable`` otherwise): whether
   a request works must not depend on which texts it holds.
 - The deferred texts go to the teacher's batcher as one request, so they batch with other teacher traffic.
   If that leg fails (queue full, deadline), the whole request fails with its error; it never quietly
@@ -48,19 +48,19 @@ async def classify_cascade(
     """Every text is answered by the student unless its calibrated confidence or its n-gram coverage is
     below the threshold; those are answered by the teacher (label and scores), keeping the student's
     coverage. Thresholds: the request's, else the server's `--cascade-*-threshold` settings, else the
-    operating point in the student's manifest, else 0 (defer nothing). Needs a loaded teacher (503
+    operating point in the student's manifest, else 0 (defer nothing). Needs a loaded teacher (404
     `teacher_unavailable` without one)."""
     settings = state.settings
     check_limits(body.texts, settings)
     student = registry.get("student", body.model)
-    teacher = _teacher_for(registry, body.teacher, student)
+    teacher = teacher_for(registry, body.teacher, student)
     resolved = resolve_policy(
         student.facts.cascade,
         Thresholds(settings.cascade_confidence_threshold, settings.cascade_coverage_threshold),
         Thresholds(body.confidence_threshold, body.coverage_threshold),
     )
     policy = resolved.policy
-    s, t, defer = await until_client_leaves(request, _run_cascade(student, teacher, body.texts, policy))
+    s, t, defer = await until_client_leaves(request, run_cascade(student, teacher, body.texts, policy))
     set_timing(response, s.queue_ms + (t.queue_ms if t else 0.0), s.inference_ms + (t.inference_ms if t else 0.0))
 
     deferred = int(defer.sum())
@@ -86,7 +86,7 @@ async def classify_cascade(
     )
 
 
-def _teacher_for(registry: ModelRegistry, name: str | None, student: ServedModel) -> ServedModel:
+def teacher_for(registry: ModelRegistry, name: str | None, student: ServedModel) -> ServedModel:
     if name is None and not any(m.kind == "teacher" for m in registry.models):
         raise TeacherUnavailable(
             "the cascade needs a teacher for the texts it defers, and none is loaded (start the server "
@@ -101,7 +101,7 @@ def _teacher_for(registry: ModelRegistry, name: str | None, student: ServedModel
     return teacher
 
 
-async def _run_cascade(
+async def run_cascade(
     student: ServedModel, teacher: ServedModel, texts: list[str], policy: CascadePolicy
 ) -> tuple[Timed, Timed | None, np.ndarray]:
     """The student on every text, then the teacher on the deferred ones (None when there are none)."""

@@ -1,22 +1,35 @@
-"""The Open Inference Protocol (KServe v2) REST routes: health, metadata, inference.
-
-Texts go in as one BYTES tensor named ``text`` of shape [n] (or [n, 1]); the answer holds
-``probabilities`` (FP32 [n, labels], in the model's label order), ``label`` (BYTES [n]) and, for a
-student, ``coverage`` (FP32 [n]). Errors keep the service's one error shape, a JSON object under
-``error`` where the protocol has a string: clients that read ``error`` still find it.
+"""The Open Inference Protocol (KServe v2) REST routes: health, metadata, inference, with and without a
+model version. The tensors are described in ``service.api.v2_infer``; the JSON and binary bodies in
+``service.api.v2_codec``. Errors under ``/v2`` are the protocol's ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 
 from service.api.deps import RegistryDep, SettingsDep, StateDep, check_limits
-from service.api.inference import run_model, set_timing, until_client_leaves
-from service.api.responses import INFERENCE_ERRORS, METADATA_ERRORS
+from service.api.inference import set_timing, until_client_leaves
+from service.api.responses import V2_INFERENCE_ERRORS, V2_METADATA_ERRORS
+from service.api.v2_codec import (
+    BINARY_CONTENT_TYPE,
+    HEADER_LENGTH,
+    decompress,
+    encode_response,
+    parse_infer_body,
+    split_binary,
+    texts_of,
+)
+from service.api.v2_infer import (
+    EXTENSIONS,
+    SERVER_NAME,
+    SERVER_VERSION,
+    find_model,
+    metadata_of,
+    plan_infer,
+    run_infer,
+)
 from service.api.v2_schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -24,23 +37,18 @@ from service.api.v2_schemas import (
     ModelMetadata,
     ModelReadyResponse,
     ReadyResponse,
-    RequestInput,
-    ResponseOutput,
     ServerMetadata,
-    TensorMetadata,
 )
-from service.errors import ErrorBody, InvalidInput, NotReady
-from service.registry import ServedModel
-from service.runtime import Predictions
+from service.errors import NotReady, V2ErrorBody
 
-INPUT_NAME = "text"
-SERVER_NAME = "sparse-distillation"
-SERVER_VERSION = "0.1.0"
+__all__ = ["SERVER_VERSION", "health_router", "router", "texts_of"]
 
 ModelNamePath = Annotated[str, Path(min_length=1, max_length=200, description="A loaded model's name")]
+VersionPath = Annotated[str, Path(min_length=1, max_length=50, description="A loaded version of the model")]
+TAG = "v2 (Open Inference Protocol)"
 
-health_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
+health_router = APIRouter(prefix="/v2", tags=[TAG])
+router = APIRouter(prefix="/v2", tags=[TAG])
 
 
 @health_router.get("/health/live", response_model=LiveResponse, summary="Server live")
@@ -52,7 +60,7 @@ async def live() -> LiveResponse:
     "/health/ready",
     response_model=ReadyResponse,
     summary="Server ready (every model loaded and warmed up)",
-    responses={503: {"model": ErrorBody, "description": "Not ready"}},
+    responses={503: {"model": V2ErrorBody, "description": "Not ready"}},
 )
 async def ready(state: StateDep) -> ReadyResponse:
     if not state.ready:
@@ -62,100 +70,103 @@ async def ready(state: StateDep) -> ReadyResponse:
 
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
-
-
-def _outputs_of(model: ServedModel) -> list[TensorMetadata]:
-    outputs = [
-        TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(model.labels)]),
-        TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
-    ]
-    if model.kind == "student":
-        outputs.append(TensorMetadata(name="coverage", datatype="FP32", shape=[-1]))
-    return outputs
+    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
 
 
 @router.get("/models/{model_name}", response_model=ModelMetadata, summary="Model metadata",
-            responses=METADATA_ERRORS)
+            responses=V2_METADATA_ERRORS)
 async def model_metadata(model_name: ModelNamePath, registry: RegistryDep) -> ModelMetadata:
-    model = registry.by_name(model_name)
-    return ModelMetadata(
-        name=model.name,
-        platform="onnxruntime_onnx",
-        inputs=[TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
-        outputs=_outputs_of(model),
-    )
+    return metadata_of(find_model(registry, model_name))
 
 
-@router.get("/models/{model_name}/ready", response_model=ModelReadyResponse, summary="Model ready",
-            responses=METADATA_ERRORS)
-async def model_ready(model_name: ModelNamePath, registry: RegistryDep) -> ModelReadyResponse:
-    model = registry.by_name(model_name)
+@router.get("/models/{model_name}/versions/{model_version}", response_model=ModelMetadata,
+            summary="Model metadata (one version)", responses=V2_METADATA_ERRORS)
+async def model_version_metadata(
+    model_name: ModelNamePath, model_version: VersionPath, registry: RegistryDep
+) -> ModelMetadata:
+    return metadata_of(find_model(registry, model_name, model_version))
+
+
+def _ready(registry: RegistryDep, name: str, version: str | None) -> ModelReadyResponse:
+    model = find_model(registry, name, version)
     if not model.ready:
-        raise NotReady(f"model {model_name!r} is not ready")
+        raise NotReady(f"model {name!r} is not ready")
     return ModelReadyResponse(name=model.name, ready=True)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """Row-major elements of a [n] or [n, 1] tensor given flat or nested one level."""
-    flat: list[Any] = []
-    for item in data:
-        flat.extend(item if isinstance(item, list) else [item])
-    return flat
+@router.get("/models/{model_name}/ready", response_model=ModelReadyResponse, summary="Model ready",
+            responses=V2_METADATA_ERRORS)
+async def model_ready(model_name: ModelNamePath, registry: RegistryDep) -> ModelReadyResponse:
+    return _ready(registry, model_name, None)
 
 
-def texts_of(tensor: RequestInput) -> list[str]:
-    """The texts of the request's input tensor (name and datatype checked by its schema);
-    InvalidInput (422) naming what is wrong."""
-    if len(tensor.shape) == 2 and tensor.shape[1] != 1:
-        raise InvalidInput(f"input shape must be [n] or [n, 1], got {tensor.shape}")
-    data = _flatten(tensor.data)
-    count = math.prod(tensor.shape)
-    if count != len(data):
-        raise InvalidInput(f"input shape {tensor.shape} holds {count} elements, data has {len(data)}")
-    for i, text in enumerate(data):
-        if not isinstance(text, str):
-            raise InvalidInput(f"input data[{i}] must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InvalidInput(f"input data[{i}] is empty or only whitespace")
-    return data
+@router.get("/models/{model_name}/versions/{model_version}/ready", response_model=ModelReadyResponse,
+            summary="Model ready (one version)", responses=V2_METADATA_ERRORS)
+async def model_version_ready(
+    model_name: ModelNamePath, model_version: VersionPath, registry: RegistryDep
+) -> ModelReadyResponse:
+    return _ready(registry, model_name, model_version)
 
 
-def _tensors(model: ServedModel, predictions: Predictions) -> dict[str, ResponseOutput]:
-    probs = predictions.probabilities
-    n = len(predictions)
-    best = np.argmax(probs, axis=1)
-    out = {
-        "probabilities": ResponseOutput(
-            name="probabilities", shape=[n, probs.shape[1]], datatype="FP32", data=probs.ravel().tolist()
-        ),
-        "label": ResponseOutput(name="label", shape=[n], datatype="BYTES",
-                                data=[model.labels[int(b)] for b in best]),
+# The body is read by hand, whatever its Content-Type (Triton's clients send none, or octet-stream with
+# binary data), so the schema is declared here rather than by a body parameter.
+_INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request as JSON; or, with the `Inference-Header-Content-Length` header, "
+        "that many bytes of JSON followed by the inputs' binary data (binary tensor data extension).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
     }
-    if predictions.coverage is not None:
-        out["coverage"] = ResponseOutput(
-            name="coverage", shape=[n], datatype="FP32", data=predictions.coverage.astype(np.float32).tolist()
-        )
-    return out
+}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **V2_INFERENCE_ERRORS,
+    200: {"model": InferenceResponse, "description": "The outputs; binary outputs follow the JSON header",
+          "content": {BINARY_CONTENT_TYPE: {}}},
+}
 
 
-@router.post("/models/{model_name}/infer", response_model=InferenceResponse, summary="Inference",
-             responses=INFERENCE_ERRORS)
-async def infer(
-    model_name: ModelNamePath, body: InferenceRequest, request: Request, response: Response,
-    registry: RegistryDep, settings: SettingsDep,
-) -> InferenceResponse:
-    model = registry.by_name(model_name)
-    if len(body.inputs) != 1:
-        raise InvalidInput(f"this model takes one input ({INPUT_NAME!r}), got {len(body.inputs)}")
-    available = [t.name for t in _outputs_of(model)]
-    wanted = [o.name for o in body.outputs] if body.outputs else available
-    unknown = [name for name in wanted if name not in available]
-    if unknown:
-        raise InvalidInput(f"unknown output(s) {unknown}; this model has {available}")
-    texts = texts_of(body.inputs[0])
+async def _infer(
+    request: Request, registry: RegistryDep, settings: SettingsDep, name: str, version: str | None
+) -> Response:
+    metrics = request.app.state.service.metrics
+    model = find_model(registry, name, version)
+    body = decompress(await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes)
+    infer_request, rest = parse_infer_body(body, request.headers.get(HEADER_LENGTH))
+    parameters = dict(infer_request.parameters or {})
+    wanted = [o.name for o in infer_request.outputs or []]
+    plan = plan_infer(registry, model, len(infer_request.inputs), wanted, parameters)
+    (raw,) = split_binary(infer_request.inputs, rest)
+    texts = texts_of(infer_request.inputs[0], raw)
     check_limits(texts, settings)
-    timed = await until_client_leaves(request, run_model(model, texts))
-    set_timing(response, timed.queue_ms, timed.inference_ms)
-    tensors = _tensors(model, timed.predictions)
-    return InferenceResponse(model_name=model.name, id=body.id, outputs=[tensors[name] for name in wanted])
+    outcome = await until_client_leaves(request, run_infer(plan, texts, settings, metrics))
+    header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if infer_request.id is not None:
+        header["id"] = infer_request.id
+    content, headers = encode_response(header, outcome.tensors, infer_request)
+    response = Response(content, headers=headers)
+    set_timing(response, outcome.queue_ms, outcome.inference_ms)
+    return response
+
+
+@router.post("/models/{model_name}/infer", summary="Inference", response_class=Response,
+             responses=_INFER_RESPONSES, openapi_extra=_INFER_OPENAPI)
+async def infer(
+    model_name: ModelNamePath, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> Response:
+    return await _infer(request, registry, settings, model_name, None)
+
+
+@router.post("/models/{model_name}/versions/{model_version}/infer", summary="Inference (one version)",
+             response_class=Response, responses=_INFER_RESPONSES, openapi_extra=_INFER_OPENAPI)
+async def infer_version(
+    model_name: ModelNamePath, model_version: VersionPath, request: Request, registry: RegistryDep,
+    settings: SettingsDep,
+) -> Response:
+    return await _infer(request, registry, settings, model_name, model_version)
+
+
+def v2_component_schemas() -> dict[str, Any]:
+    """The request schemas the OpenAPI document must hold for ``_INFER_OPENAPI``'s reference."""
+    schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "InferenceRequest": schema}

@@ -25,9 +25,10 @@ async def test_not_ready_until_loaded_and_warmed_then_ready_then_not_after_shutd
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/v2/health/live")).status_code == 200
-        for path in ("/readyz", "/v2/health/ready"):
-            r = await client.get(path)
-            assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready"
+        r = await client.get("/readyz")
+        assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready"
+        r = await client.get("/v2/health/ready")
+        assert r.status_code == 503 and "not loaded" in r.json()["error"]  # the protocol's error string
         r = await client.post("/v1/classify", json={"texts": ["too early"]})
         assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready"
         assert (await client.get("/v1/models")).status_code == 503
