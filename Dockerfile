@@ -1,5 +1,6 @@
 # Sparse Distillation images (multi-stage; targets in build order):
-#   serve     the HTTP service: numpy + onnxruntime + tokenizers + FastAPI, NO torch   (default for `api`)
+#   serve     the HTTP service: numpy + onnxruntime + tokenizers + FastAPI + the compiled n-gram kernel,
+#             NO torch and no compiler (default for `api`)
 #   loadtest  serve + locust, for the compose `locust` service
 #   train     the training pipeline with the CPU build of torch 2.13.0
 #
@@ -45,7 +46,14 @@ RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-c
     && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies']))" \
        >/tmp/build/requirements.txt \
     && pip install -r /tmp/build/requirements.txt
-COPY README.md pyproject.toml /tmp/src/
+# The compiled n-gram kernel (sdcore/_ngram_kernel.pyx) needs a C compiler and Python's headers to build:
+# here only, never in the final images (they copy /opt/venv alone). Cython comes from build-system.requires.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then \
+         apt-get install -y --no-install-recommends python3-dev; fi \
+    && rm -rf /var/lib/apt/lists/*
+COPY README.md pyproject.toml setup.py /tmp/src/
 COPY sdcore /tmp/src/sdcore
 COPY sdcli /tmp/src/sdcli
 COPY service /tmp/src/service
@@ -53,6 +61,7 @@ COPY training /tmp/src/training
 COPY loadtest /tmp/src/loadtest
 RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \
     && pip install --no-deps /tmp/src \
+    && python3 -c "import sdcore.kernel as k; print('n-gram kernel:', k.simd())" \
     && pip check \
     && if pip show torch >/dev/null 2>&1; then echo "torch must not be in the serving image" >&2; exit 1; fi
 
@@ -86,11 +95,10 @@ ENTRYPOINT ["locust", "-f", "/app/loadtest/locustfile.py"]
 # --- train-build: torch (CPU) + the training extras ----------------------------------------------------
 FROM serve-build AS train-build
 ARG TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-# fasttext 0.9.3 (the baseline of the evaluate step) has no wheel: it compiles (C++17 and Python.h).
+# fasttext 0.9.3 (the baseline of the evaluate step) has no wheel: it compiles (C++17; gcc and Python.h are
+# already here from serve-build).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
-    && if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then \
-         apt-get install -y --no-install-recommends python3-dev; fi \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml docker-wheel[s] /tmp/wheels/
 RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-ca.crt; fi \

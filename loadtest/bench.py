@@ -6,7 +6,12 @@
 
 Systems (each measured in its own fresh process, one after the other, on the same texts):
 - ``student-demo``, ``student-paper``: the exported students (``--student-demo``, ``--student-paper``;
-  skipped when the folder is missing);
+  skipped when the folder is missing) as the service runs them: the compiled kernel (sdcore.kernel), then
+  the ONNX head;
+- ``student-demo-int8``, ``student-paper-int8``: the same students re-exported with an int8 table
+  (``python -m training int8-report -c configs/<run>.toml`` writes ``models/<name>-int8``);
+- ``student-demo-numpy``, ``student-paper-numpy``: the same folders on the numpy reference path (shared
+  featurizer + ``mean_pool``; with the gather probe); ``student-paper-numpy`` only when asked for;
 - ``minilm-onnx``: the exported teacher in ``TeacherRuntime``; ``minilm-pytorch``: the fine-tuned teacher
   checkpoint (``runs/mr-demo/teacher/model``) in PyTorch eager mode;
 - ``roberta-large-pytorch``, ``roberta-large-onnx``: a RoBERTa-Large-shaped classifier with random
@@ -39,8 +44,11 @@ from loadtest.machine import load_note, loadavg, machine
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_SYSTEMS = ("student-demo", "student-paper", "fasttext", "minilm-onnx", "minilm-pytorch",
-               "roberta-large-onnx", "roberta-large-pytorch")
+ALL_SYSTEMS = ("student-demo", "student-paper", "student-demo-int8", "student-paper-int8", "student-demo-numpy",
+               "student-paper-numpy", "fasttext", "minilm-onnx", "minilm-pytorch", "roberta-large-onnx",
+               "roberta-large-pytorch")
+# The paper-scale student on the numpy path adds minutes and says what reports/bench.md of 2026-11-24 said.
+DEFAULT_SYSTEMS = tuple(s for s in ALL_SYSTEMS if s != "student-paper-numpy")
 
 
 def _in_child(fn: Any, *args: Any) -> Any:
@@ -50,16 +58,22 @@ def _in_child(fn: Any, *args: Any) -> Any:
 
 
 def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[SystemSpec]:
-    def describe_student(path: Path) -> str:
+    def describe_student(path: Path, backend: str) -> str:
         m = json.loads((path / "manifest.json").read_text())
+        how = ("featurize + pool in the compiled kernel (sdcore), head in onnxruntime" if backend == "kernel" else
+               "numpy reference path: featurizer in numpy, gather and head in onnxruntime")
         return (f"student {m['name']}: {m['vocab_size']:,} x {m['embedding_dim']} {m['shard_dtype']} n-gram table "
-                f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; featurizer in numpy, gather and head in "
-                "onnxruntime")
+                f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; {how}")
 
     specs: list[SystemSpec] = []
-    for key, path in (("student-demo", args.student_demo), ("student-paper", args.student_paper)):
+    students = (("student-demo", args.student_demo, "kernel"), ("student-paper", args.student_paper, "kernel"),
+                ("student-demo-int8", args.student_demo_int8, "kernel"),
+                ("student-paper-int8", args.student_paper_int8, "kernel"),
+                ("student-demo-numpy", args.student_demo, "numpy"),
+                ("student-paper-numpy", args.student_paper, "numpy"))
+    for key, path, backend in students:
         if key in args.systems and (Path(path) / "manifest.json").is_file():
-            specs.append(SystemSpec(key, "student", str(path), describe_student(Path(path))))
+            specs.append(SystemSpec(key, "student", str(path), describe_student(Path(path), backend), backend=backend))
     if "fasttext" in args.systems and "fasttext" in built:
         info = Path(built["fasttext"]).with_suffix(".json")
         extra = json.loads(info.read_text()) if info.is_file() else {}
@@ -85,11 +99,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student-demo", type=Path, default=REPO / "models/mr-demo")
     p.add_argument("--student-paper", type=Path, default=REPO / "models/mr-paper")
+    p.add_argument("--student-demo-int8", type=Path, default=REPO / "models/mr-demo-int8")
+    p.add_argument("--student-paper-int8", type=Path, default=REPO / "models/mr-paper-int8")
     p.add_argument("--teacher", type=Path, default=REPO / "models/mr-demo-teacher")
     p.add_argument("--teacher-checkpoint", type=Path, default=REPO / "runs/mr-demo/teacher/model")
-    p.add_argument("--systems", nargs="+", default=list(ALL_SYSTEMS), choices=ALL_SYSTEMS)
+    p.add_argument("--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=ALL_SYSTEMS)
     p.add_argument("--workloads", nargs="+", default=["sentences", "reviews"], choices=["sentences", "reviews"])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--teacher-batch-sizes", nargs="+", type=int, default=[1, 8, 32],
+                   help="batch sizes of the teachers (speed-ups are taken against each teacher's best cell)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--repeat-s", type=float, default=2.0, help="aim of one timed pass (s)")
     p.add_argument("--cell-s", type=float, default=6.0, help="aim of all passes of one cell (s)")
@@ -114,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workloads: {', '.join(f'{k} {len(v)} texts' for k, v in workloads.items())}; load {start_load}")
     built = _in_child(prepare_baselines, list(args.systems), args.cache, args.data_cache)
     specs = system_specs(args, built)
-    settings = TimingSettings(tuple(args.batch_sizes), tuple(args.threads), args.repeat_s, args.cell_s)
+    settings = TimingSettings(tuple(args.batch_sizes), tuple(args.threads), tuple(args.teacher_batch_sizes),
+                              args.repeat_s, args.cell_s)
     copies = [copy_bandwidth()]
     rows: list[dict[str, Any]] = []
     memory: dict[str, dict[str, Any]] = {}
@@ -133,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     shares = {f"{r['system']} {r['workload']} b{r['batch_size']} t{r['threads']}": r["gather_gb_per_s"] * 1e9 / copy
               for r in rows if r.get("gather_gb_per_s") and r["batch_size"] == 32}
     paper = "student-paper" if "student-paper" in students else None
+    demo = "student-demo" if "student-demo" in students else None
     goals = check_goals(rows, students, paper, [s.key for s in specs if s.key.startswith("roberta-large")],
-                        "fasttext" if any(s.key == "fasttext" for s in specs) else None, shares)
+                        "fasttext" if any(s.key == "fasttext" for s in specs) else None, shares, demo_student=demo)
     end_load = loadavg()
     notes = []
     missing = sorted(set(args.systems) - {s.key for s in specs})

@@ -6,15 +6,21 @@ libraries (torch, transformers, fasttext) are imported inside the functions that
 student and ONNX children never load torch.
 
 Kinds of system:
-- ``student``: ``StudentRuntime`` (shared featurizer in numpy, memory-mapped float16 shards gathered by
-  onnxruntime, ONNX head), instrumented to time its featurizer and its gather and to record which rows
-  it gathered;
+- ``student`` with ``backend = "kernel"`` (what the service runs): ``StudentRuntime`` with the compiled
+  kernel (sdcore.kernel: featurize + pool in one loop, GIL released) and the ONNX head. After each cell the
+  same texts' rows are found first and their pooling alone is timed (``kernel.pool_rows``): the
+  pooling-only rate, against which the whole text -> probabilities time is judged;
+- ``student`` with ``backend = "numpy"`` (the reference path: shared featurizer in numpy, memory-mapped
+  float16 shards gathered by onnxruntime, ONNX head), instrumented to time its featurizer and its gather
+  and to record which rows it gathered;
 - ``teacher-onnx``: ``TeacherRuntime`` (``tokenizers`` + onnxruntime), batches sorted by length;
 - ``hf-pytorch``: a Hugging Face checkpoint in PyTorch eager mode (``training.teacher.predict_logits``:
   the fast tokenizer, length-sorted batches padded to their longest text), then a softmax;
 - ``fasttext``: a fastText supervised model; texts are lowercased and split with the student's token
   pattern first (included in the timing). fastText 0.9.3's list ``predict`` (C++ ``multilinePredict``)
   is used for every batch size, since its single-text form breaks under numpy 2 (DESIGN.md section 5).
+
+At batch 1 every call is timed on its own as well: the in-process latency per call, p50 and p99.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from loadtest.bench_core import plan_cell, samples_per_second, spread
+from loadtest.bench_core import percentile, plan_cell, samples_per_second, spread
 from loadtest.bench_memory import (
     copy_bandwidth,
     mapped_rss,
@@ -51,12 +57,15 @@ class SystemSpec:
     path: str  # model folder, checkpoint folder, or fastText .bin
     description: str
     max_length: int = 512  # transformers: truncation in tokens (special tokens included)
+    backend: str = "kernel"  # students: "kernel" (compiled, what the service runs) or "numpy" (reference)
 
 
 @dataclass(frozen=True)
 class TimingSettings:
     batch_sizes: tuple[int, ...] = (1, 32)
     threads: tuple[int, ...] = (1, 2)
+    # Teachers are also timed at these batch sizes, so each is judged at its best (issue 11).
+    teacher_batch_sizes: tuple[int, ...] = (1, 8, 32)
     repeat_s: float = 2.0  # aim of one timed pass
     cell_s: float = 6.0  # aim of all passes of a cell
     max_repeats: int = 5
@@ -97,10 +106,18 @@ MAX_RECORDED_ROWS = 2_000_000  # 16 MB of row ids: several passes of 32 reviews 
 # --- the timing loop ----------------------------------------------------------------------------
 
 
-def run_batches(predict: Predict, texts: Sequence[str], batch_size: int) -> float:
+def run_batches(predict: Predict, texts: Sequence[str], batch_size: int,
+                latencies: list[float] | None = None) -> float:
+    """Seconds for all batches; with ``latencies``, each call's own seconds are appended to it too."""
     started = time.perf_counter()
+    if latencies is None:
+        for start in range(0, len(texts), batch_size):
+            predict(texts[start : start + batch_size])
+        return time.perf_counter() - started
     for start in range(0, len(texts), batch_size):
+        t0 = time.perf_counter()
         predict(texts[start : start + batch_size])
+        latencies.append(time.perf_counter() - t0)
     return time.perf_counter() - started
 
 
@@ -127,7 +144,8 @@ def time_cell(predict: Predict, texts: Sequence[str], batch_size: int, settings:
     chosen = list(texts[: plan.samples])
     if probe is not None:
         probe.reset()
-    passes = [run_batches(predict, chosen, batch_size) for _ in range(plan.repeats)]
+    latencies: list[float] | None = [] if batch_size == 1 else None
+    passes = [run_batches(predict, chosen, batch_size, latencies) for _ in range(plan.repeats)]
     row: dict[str, Any] = {
         "batch_size": batch_size,
         "samples_per_s": samples_per_second(plan.samples, passes),
@@ -138,6 +156,10 @@ def time_cell(predict: Predict, texts: Sequence[str], batch_size: int, settings:
         "mean_words": round(float(np.mean([len(t.split()) for t in chosen])), 1),
         "loadavg_1m": loadavg()[0],
     }
+    if latencies:
+        row["latency_p50_us"] = round(percentile(latencies, 50) * 1e6, 2)
+        row["latency_p99_us"] = round(percentile(latencies, 99) * 1e6, 2)
+        row["latency_calls"] = len(latencies)
     if probe is not None:
         total = sum(passes)
         row["featurize_share"] = round(probe.featurize_s / total, 3)
@@ -155,11 +177,41 @@ BatchPredict = Callable[[Sequence[str], int], npt.NDArray[np.float32]]  # (texts
 TokenCount = Callable[[list[str]], list[int]]  # tokens per text, for the report (transformers only)
 
 
+PoolOnly = Callable[[Sequence[str], int], dict[str, Any]]  # (texts, batch size) -> facts of pooling alone
+
+
 @dataclass
 class Loaded:
     predict: BatchPredict
     tokens: TokenCount | None = None
     runtime: Any = None  # the student runtime, for its memory facts
+    pool_only: PoolOnly | None = None  # compiled students: time the pooling step alone on these texts
+
+
+def _compiled_student(spec: SystemSpec, threads: int) -> Loaded:
+    """The student as the service runs it: the compiled kernel, then the ONNX head."""
+    from service.runtime import RuntimeOptions
+    from service.student_runtime import StudentRuntime
+
+    runtime = StudentRuntime.load(spec.path, RuntimeOptions(threads=threads, verify_checksums=False, backend="kernel"))
+    kernel, table = runtime.kernel, runtime.kernel_table
+    row_bytes = table.dim * table.dtype.itemsize
+
+    def pool_only(texts: Sequence[str], batch_size: int, passes: int = 3) -> dict[str, Any]:
+        """Rows found first (untimed), then ``kernel.pool_rows`` over the same batches, best of ``passes``."""
+        batches = [kernel.featurize(texts[i : i + batch_size])[:2] for i in range(0, len(texts), batch_size)]
+        best = float("inf")
+        for _ in range(passes):
+            started = time.perf_counter()
+            for rows, found in batches:
+                kernel.pool_rows(rows, found, table, runtime.kernel_threads)
+            best = min(best, time.perf_counter() - started)
+        rows_read = sum(int(rows.size) for rows, _ in batches)
+        return {"pool_only_samples_per_s": len(texts) / best if best > 0 else None,
+                "rows_per_sample": round(rows_read / max(len(texts), 1), 1),
+                "pool_only_gb_per_s": round(rows_read * row_bytes / best / 1e9, 3) if best > 0 else None}
+
+    return Loaded(lambda texts, _b: runtime.predict(texts).probabilities, runtime=runtime, pool_only=pool_only)
 
 
 def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
@@ -178,7 +230,7 @@ def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
             probe.gathered[rows] = True
             probe.record(rows)
 
-    options = RuntimeOptions(threads=threads, verify_checksums=False, observer=observe)
+    options = RuntimeOptions(threads=threads, verify_checksums=False, backend="numpy", observer=observe)
     runtime = StudentRuntime.load(spec.path, options)
     if probe.gathered.size != runtime.manifest.vocab_size:
         probe.gathered = np.zeros(runtime.manifest.vocab_size, dtype=bool)
@@ -256,7 +308,7 @@ def _hf_pytorch(spec: SystemSpec, threads: int) -> Loaded:
 
 def load_system(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
     if spec.kind == "student":
-        return _student(spec, threads, probe)
+        return _student(spec, threads, probe) if spec.backend == "numpy" else _compiled_student(spec, threads)
     if spec.kind == "teacher-onnx":
         return _teacher_onnx(spec, threads)
     if spec.kind == "hf-pytorch":
@@ -294,19 +346,23 @@ def _cells(spec: SystemSpec, threads: int, workloads: dict[str, list[str]], sett
     loaded = load_system(spec, threads, probe)
     memory: dict[str, Any] = {"rss_bytes_loaded": rss_bytes()}
     is_student = spec.kind == "student"
+    probed = is_student and spec.backend == "numpy"
+    batch_sizes = settings.teacher_batch_sizes if spec.kind in ("teacher-onnx", "hf-pytorch") else settings.batch_sizes
     if is_student:
         # One untimed pass over every text: the table rows these workloads use are then resident and
         # mapped, as in a server that has run a while. Without it, a cell's first pass pays the page
         # faults of the 2 GB paper-scale table (one pass ran 13x slower than the others).
         for texts in workloads.values():
             run_batches(lambda batch: loaded.predict(batch, 32), texts, 32)
-    for batch_size in settings.batch_sizes:
+    for batch_size in batch_sizes:
         def call(texts: Sequence[str], b: int = batch_size) -> Any:
             return loaded.predict(texts, b)
 
         for workload, texts in workloads.items():
-            row = time_cell(call, texts, batch_size, settings, probe if is_student else None)
+            row = time_cell(call, texts, batch_size, settings, probe if probed else None)
             row.update(workload=workload, system=spec.key, threads=threads, kind=spec.kind)
+            if loaded.pool_only is not None:
+                row.update(loaded.pool_only(texts[: row["samples"]], batch_size))
             if loaded.tokens is not None:
                 row["mean_tokens"] = round(float(np.mean(loaded.tokens(list(texts[: row["samples"]])))), 1)
             rows.append(row)
@@ -314,6 +370,13 @@ def _cells(spec: SystemSpec, threads: int, workloads: dict[str, list[str]], sett
                   f"{row['samples_per_s']:>12,.2f} samples/s  ({row['repeats']} x {row['samples']}, "
                   f"spread {row['spread']:.2f}, load {row['loadavg_1m']})", flush=True)
     memory["rss_bytes_end"] = rss_bytes()
+    if is_student and not probed:  # the rows the compiled student read: those of every workload text
+        for texts in workloads.values():
+            for i in range(0, len(texts), 256):
+                probe_rows = loaded.runtime.kernel.featurize(texts[i : i + 256])[0]
+                if probe.gathered.size != loaded.runtime.manifest.vocab_size:
+                    probe.gathered = np.zeros(loaded.runtime.manifest.vocab_size, dtype=bool)
+                probe.gathered[probe_rows] = True
     if is_student:
         memory.update(_student_memory(loaded.runtime, probe))
         probe.replay = None  # it holds this load's table: the next thread count's load must not see it mapped

@@ -160,8 +160,10 @@ docker run --rm --network none "$BASE_TAG" python3 -c "import sys, venv; assert 
 # --- 3. the serving image ------------------------------------------------------------------------------
 CTX="$WORK/context"
 mkdir -p "$CTX"
-cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/Dockerfile" "$REPO/.dockerignore" \
+cp -r "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" "$REPO/Dockerfile" "$REPO/.dockerignore" \
     "$REPO/sdcore" "$REPO/sdcli" "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
+# The kernel is built inside the image; a host build (.so, generated .c) must not travel into it.
+rm -f "$CTX"/sdcore/*.so "$CTX"/sdcore/_ngram_kernel.c
 [ -f "$HOST_CA" ] && cp "$HOST_CA" "$CTX/docker-ca.crt"
 log "building $IMAGE (target serve, FROM $BASE_TAG; log: $WORK/build-serve.log)"
 old_serve_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)

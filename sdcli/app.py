@@ -149,6 +149,26 @@ def corpus_curve(
     typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
 
 
+@app.command("int8-report")
+def int8_report(
+    config: ConfigOption,
+    out: Annotated[Path | None, typer.Option(help="int8 model folder (default models/<name>-int8).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Report path without suffix (reports/int8-<name>).")] = None,
+    fasttext: Annotated[bool, typer.Option(help="Also score fastText before and after its quantize.")] = True,
+) -> None:
+    """Re-export the run's student with an int8 table; score it beside the float16 export and fastText."""
+    from training.config import load_config
+
+    _offline()
+
+    def work() -> None:
+        from training.int8_report import int8_report as make_report
+
+        make_report(load_config(config), out, report, fasttext)
+
+    guarded(work)
+
+
 @app.command("init-config")
 def init_config_command(
     out: Annotated[Path, typer.Argument(help="Where to write the config, e.g. configs/my-run.toml.")],

@@ -14,6 +14,10 @@ How a batch is featurized, with no Python loop per n-gram:
    bucket's start and a few keys instead of binary-searching the whole array. It returns exactly what
    ``np.searchsorted`` would, several times faster on a 1M-n-gram vocabulary (reports/bench.md).
 
+This numpy path is the reference implementation of the featurizer spec (sdcore/spec.py). The serving hot
+path runs the same spec compiled (``NgramFeaturizer.kernel()``, sdcore/kernel.py), which must give the
+same rows (tests/unit/test_kernel_parity.py).
+
 The key of an n-gram is a 64-bit mix of its length and its word ids. Distinct vocabulary n-grams are
 checked to have distinct keys when a vocabulary is built; an out-of-vocabulary n-gram could in
 principle share a key with a vocabulary one, with odds of about |V| / 2**64 (5e-14 for 1M n-grams)
@@ -26,12 +30,15 @@ import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sdcore.errors import ProjectError
+
+if TYPE_CHECKING:
+    from sdcore.kernel import NgramKernel
 
 # scikit-learn CountVectorizer's default token pattern, as the paper uses (DESIGN.md section 1.3).
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -191,10 +198,21 @@ class NgramFeaturizer:
         bounds = np.arange(1 << bits, dtype=np.uint64) << self._shift
         self._bucket_starts = np.append(np.searchsorted(self.sorted_keys, bounds), self.sorted_keys.size)
         self._bucket_max = int(np.diff(self._bucket_starts).max(initial=0))
+        self._kernel: NgramKernel | None = None
 
     @property
     def vocab_size(self) -> int:
         return int(self.key_rows.size)
+
+    def kernel(self) -> NgramKernel:
+        """This vocabulary in the compiled kernel (sdcore.kernel), built on first use and kept."""
+        if self._kernel is None:
+            from sdcore.kernel import NgramKernel
+
+            s = self.settings
+            self._kernel = NgramKernel(self.words, self.sorted_keys, self.key_rows, lowercase=s.lowercase,
+                                       token_pattern=s.token_pattern, ngram_min=s.ngram_min, ngram_max=s.ngram_max)
+        return self._kernel
 
     def word_codes(self, tokens: Iterable[str], count: int = -1) -> IntArray:
         # map() with a repeated default runs the dict lookups without a Python frame per token.

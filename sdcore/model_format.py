@@ -12,7 +12,8 @@ A student folder::
     vocab/keys.npy             uint64, strictly increasing n-gram keys (see sdcore.featurizer)
     vocab/rows.npy             int64, the embedding row of each key
     vocab/ngrams.txt           the n-gram of each row, in row order (most frequent first)
-    embeddings/shard-NNNNN.npy row-range shards of the table, float16 or float32
+    embeddings/shard-NNNNN.npy row-range shards of the table, float16, float32 or int8
+    embeddings/scale-NNNNN.npy int8 tables only: the float32 scale of each row of the shard (sdcore.quantize)
     head.onnx                  pooled [batch, dim] float32 -> logits [batch, labels]
 
 A teacher folder::
@@ -30,11 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sdcore.cascade import CascadeSection
 from sdcore.errors import ProjectError
 from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer
+from sdcore.spec import FEATURIZER_SPEC
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -76,6 +78,10 @@ class FileEntry(BaseModel):
 class ShardEntry(FileEntry):
     row_start: int
     row_end: int
+    scale: FileEntry | None = None  # int8 tables: the shard's per-row float32 scales
+
+
+SHARD_DTYPES = ("float16", "float32", "int8")
 
 
 class FeaturizerSpec(BaseModel):
@@ -84,9 +90,19 @@ class FeaturizerSpec(BaseModel):
     token_pattern: str
     ngram_min: int
     ngram_max: int
+    # Which featurizer made the model (sdcore/spec.py). Manifests written before it was recorded were
+    # made by this same one, hence the default.
+    spec: str = FEATURIZER_SPEC
+
+    @field_validator("spec")
+    @classmethod
+    def _known_spec(cls, value: str) -> str:
+        if value != FEATURIZER_SPEC:
+            raise ValueError(f"made by featurizer {value!r}; this code implements {FEATURIZER_SPEC!r}")
+        return value
 
     def settings(self) -> FeaturizerSettings:
-        return FeaturizerSettings(**self.model_dump())
+        return FeaturizerSettings(**self.model_dump(exclude={"spec"}))
 
 
 class StudentManifest(BaseModel):
@@ -99,7 +115,7 @@ class StudentManifest(BaseModel):
     vocab_size: int
     embedding_dim: int
     hidden_dim: int
-    shard_dtype: Literal["float16", "float32"]
+    shard_dtype: Literal["float16", "float32", "int8"]
     shards: list[ShardEntry]
     vocab_files: list[FileEntry]
     head: FileEntry
@@ -181,8 +197,11 @@ def verify_file(root: Path, entry: FileEntry, checksum: bool = True) -> Path:
 
 
 def verify_student(root: Path, manifest: StudentManifest, checksum: bool = True) -> None:
-    for entry in [*manifest.vocab_files, manifest.head, *manifest.shards]:
+    scales = [s.scale for s in manifest.shards if s.scale is not None]
+    for entry in [*manifest.vocab_files, manifest.head, *manifest.shards, *scales]:
         verify_file(root, entry, checksum)
+    if manifest.shard_dtype == "int8" and len(scales) != len(manifest.shards):
+        raise ModelFormatError(root / MANIFEST, "an int8 table needs a scale file for every shard")
     expected = 0
     for shard in manifest.shards:
         if shard.row_start != expected or shard.row_end <= shard.row_start:
@@ -239,3 +258,23 @@ def open_shards(root: Path, manifest: StudentManifest) -> list[np.ndarray]:
             )
         maps.append(table)
     return maps
+
+
+def open_scales(root: Path, manifest: StudentManifest) -> list[np.ndarray] | None:
+    """The per-row float32 scales of an int8 table, one memory-mapped array per shard (None otherwise)."""
+    if manifest.shard_dtype != "int8":
+        return None
+    out: list[np.ndarray] = []
+    for shard in manifest.shards:
+        if shard.scale is None:
+            raise ModelFormatError(root / shard.path, "int8 shard without a scale file")
+        path = root / shard.scale.path
+        try:
+            scale = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(path, f"scales cannot be memory-mapped: {exc}") from exc
+        rows = shard.row_end - shard.row_start
+        if scale.shape != (rows,) or scale.dtype != np.float32:
+            raise ModelFormatError(path, f"scales are {scale.shape} {scale.dtype}, expected ({rows},) float32")
+        out.append(scale)
+    return out

@@ -28,6 +28,7 @@ from sdcore.model_format import (
     NGRAMS_FILE,
     ROWS_FILE,
     SHARD_DIR,
+    SHARD_DTYPES,
     VOCAB_DIR,
     WORDS_FILE,
     FeaturizerSpec,
@@ -39,6 +40,7 @@ from sdcore.model_format import (
     read_ngrams,
     sha256_of,
 )
+from sdcore.quantize import quantize_rows
 
 
 class RowSource(Protocol):
@@ -92,15 +94,31 @@ def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/shard-{index:05d}.npy"
 
 
+def scale_name(index: int) -> str:
+    return f"{SHARD_DIR}/scale-{index:05d}.npy"
+
+
 def write_shards(root: Path, table: RowSource, keep: int, dtype: str, shard_rows: int) -> list[ShardEntry]:
-    """The first ``keep`` rows of ``table`` as row-range shards of ``shard_rows`` rows, in ``dtype``."""
+    """The first ``keep`` rows of ``table`` as row-range shards of ``shard_rows`` rows, in ``dtype``
+    (int8: the codes, and each row's float32 scale in ``scale-NNNNN.npy`` beside its shard)."""
+    if dtype not in SHARD_DTYPES:
+        raise ValueError(f"export dtype must be one of {SHARD_DTYPES}, got {dtype!r}")
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     shards: list[ShardEntry] = []
     for index, start in enumerate(range(0, keep, shard_rows)):
         end = min(start + shard_rows, keep)
         relative = shard_name(index)
-        np.save(root / relative, table.rows(start, end).astype(np.dtype(dtype)))
-        shards.append(ShardEntry(**file_entry(root, relative).model_dump(), row_start=start, row_end=end))
+        block = table.rows(start, end)
+        scale = None
+        if dtype == "int8":
+            codes, scales = quantize_rows(block)
+            np.save(root / relative, codes)
+            np.save(root / scale_name(index), scales)
+            scale = file_entry(root, scale_name(index))
+        else:
+            np.save(root / relative, block.astype(np.dtype(dtype)))
+        shards.append(ShardEntry(**file_entry(root, relative).model_dump(), row_start=start, row_end=end,
+                                 scale=scale))
     return shards
 
 
@@ -114,7 +132,7 @@ def write_student(
     table: RowSource,
     hidden_dim: int,
     write_head: Callable[[Path], None],
-    dtype: Literal["float16", "float32"] = "float16",
+    dtype: Literal["float16", "float32", "int8"] = "float16",
     prune_top_k: int = 0,
     shard_rows: int = 262_144,
     metrics: dict[str, Any] | None = None,

@@ -21,7 +21,8 @@ from sdcore.cascade import CascadePolicy
 Kind = Literal["student", "teacher"]
 
 # A hook that sees each stage of a prediction: (stage, seconds, the table rows read or None). The
-# student reports "featurize" and "gather" (once per gathered chunk of rows); the bench uses it.
+# student reports "featurize" and "gather" (once per gathered chunk of rows) on its numpy path and
+# "kernel" on the compiled one; the bench uses it.
 StageObserver = Callable[[str, float, npt.NDArray[np.int64] | None], None]
 
 
@@ -31,6 +32,7 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     verify_checksums: bool = True
     batch_size: int = 32  # teacher: texts per ONNX run (a call's texts are sorted by token length first)
+    backend: Literal["kernel", "numpy"] = "kernel"  # student: the compiled kernel, or the numpy reference
     observer: StageObserver | None = None
 
 

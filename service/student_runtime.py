@@ -13,18 +13,27 @@ sum of its in-vocabulary n-gram rows, repeats counted, over the number of n-gram
 
 A text with no n-gram in the vocabulary pools to the zero vector, as torch's EmbeddingBag does.
 
-A float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the memory-mapped shard,
-which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
+The service runs the compiled kernel (``backend="kernel"``, the default): sdcore/kernel.py featurizes and
+pools a whole batch in one loop with the GIL released, and only the head runs here. The numpy path
+below (``backend="numpy"``: the shared featurizer, then ``mean_pool``) is the reference it is tested
+against (tests/unit/test_kernel_parity.py).
+
+On the numpy path, a float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the
+memory-mapped shard, which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
 1.2 GB/s here, where onnxruntime's gather with its vectorised cast reads 4.3 GB/s of scattered
 1,000-d rows on 1 thread and 5.3 on 2 (reports/bench-notes.md). The graph is ``service.gather_graph``.
+
+Either path reports its stages to ``RuntimeOptions.observer`` when one is given: "featurize" and
+"gather" (per chunk of rows) on the numpy path, "kernel" (featurize and pool together) on the kernel's.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +46,7 @@ from sdcore.model_format import (
     StudentManifest,
     load_featurizer,
     load_student_manifest,
+    open_scales,
     open_shards,
     verify_student,
 )
@@ -45,17 +55,33 @@ from service.onnx_session import onnx_session, softmax
 from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver
 
 FloatArray = npt.NDArray[np.float32]
+Backend = Literal["kernel", "numpy"]
+
+
+class PoolCounts(Protocol):
+    """What pooling reports per text besides the vectors (``NgramOccurrences`` or the kernel's ``Pooled``)."""
+
+    @property
+    def found(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def coverage(self) -> npt.NDArray[np.float64]: ...
 
 
 class EmbeddingTable:
-    """Row-range shards seen as one table; ``gather`` reads rows as float32."""
+    """Row-range shards seen as one table; ``gather_into`` reads rows as float32 (an int8 table's rows
+    times their ``scales``)."""
 
     def __init__(self, shards: list[np.ndarray], starts: list[int], threads: int | None = None,
-                 observer: StageObserver | None = None) -> None:
+                 scales: list[np.ndarray] | None = None, observer: StageObserver | None = None) -> None:
         self.shards = shards
+        self.observer = observer  # sees each gathered chunk ("gather", seconds, rows)
+        self.scales = scales
+        if shards and shards[0].dtype == np.int8 and (scales is None or len(scales) != len(shards)):
+            raise ValueError("an int8 table needs one scale array per shard")
+        self._scale_of = {id(s): sc for s, sc in zip(shards, scales or [], strict=False)}
         self.starts = np.asarray(starts, dtype=np.int64)
         self.dim = int(shards[0].shape[1]) if shards else 0
-        self.observer = observer  # sees each gathered chunk ("gather", seconds, rows)
         self._ort_gather: ort.InferenceSession | None = None
         if shards and all(s.dtype == np.float16 for s in shards):
             self._ort_gather = onnx_session(gather_cast_model(), threads, ["CPUExecutionProvider"],
@@ -63,6 +89,9 @@ class EmbeddingTable:
 
     def _read(self, shard: np.ndarray, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
         """``out[:] = shard[rows]`` as float32 (onnxruntime writes straight into ``out`` for float16)."""
+        if shard.dtype == np.int8:
+            np.multiply(shard[rows], self._scale_of[id(shard)][rows][:, None], out=out)
+            return
         if self._ort_gather is None:
             out[...] = shard[rows]
             return
@@ -146,16 +175,28 @@ class StudentRuntime:
         featurizer: NgramFeaturizer,
         table: EmbeddingTable,
         head: ort.InferenceSession,
+        backend: Backend = "kernel",
+        threads: int | None = None,
         observer: StageObserver | None = None,
     ) -> None:
+        if backend not in ("kernel", "numpy"):
+            raise ValueError(f"backend must be 'kernel' or 'numpy', got {backend!r}")
         self.root = root
         self.manifest = manifest
         self.featurizer = featurizer
         self.table = table
         self.head = head
+        self.backend = backend
         self.observer = observer
         self._head_input = head.get_inputs()[0].name
         self.facts = student_facts(root, manifest)
+        # Threads over the texts of a batch (the kernel splits only batches long enough to gain from it).
+        self.kernel_threads = threads or os.cpu_count() or 1
+        if backend == "kernel":
+            from sdcore.kernel import KernelTable
+
+            self.kernel = featurizer.kernel()
+            self.kernel_table = KernelTable(table.shards, [int(s) for s in table.starts], table.scales)
 
     @classmethod
     def load(cls, root: Path | str, options: RuntimeOptions = RuntimeOptions()) -> StudentRuntime:
@@ -164,9 +205,10 @@ class StudentRuntime:
         verify_student(root, manifest, checksum=options.verify_checksums)
         featurizer = load_featurizer(root, manifest.featurizer.settings())
         shards = open_shards(root, manifest)
-        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], options.threads, options.observer)
+        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], options.threads,
+                               scales=open_scales(root, manifest), observer=options.observer)
         head = onnx_session(root / HEAD_FILE, options.threads, options.providers, allow_spinning=False)
-        return cls(root, manifest, featurizer, table, head, options.observer)
+        return cls(root, manifest, featurizer, table, head, options.backend, options.threads, options.observer)
 
     @property
     def labels(self) -> list[str]:
@@ -175,8 +217,13 @@ class StudentRuntime:
     def providers(self) -> list[str]:
         return list(self.head.get_providers())
 
-    def pool(self, texts: Sequence[str]) -> tuple[FloatArray, NgramOccurrences]:
+    def pool(self, texts: Sequence[str]) -> tuple[FloatArray, PoolCounts]:
         started = time.perf_counter()
+        if self.backend == "kernel":
+            pooled = self.kernel.pool(texts, self.kernel_table, self.kernel_threads)
+            if self.observer is not None:
+                self.observer("kernel", time.perf_counter() - started, None)
+            return pooled.vectors, pooled
         occ = self.featurizer.occurrences(texts)
         if self.observer is not None:
             self.observer("featurize", time.perf_counter() - started, None)

@@ -14,6 +14,7 @@ from sdcli.app import (
     corpus_curve,
     fetch_data,
     guarded,
+    int8_report,
     labeling_memory_command,
     run,
     run_pipeline,
@@ -27,6 +28,7 @@ app.command()(run)
 app.command("fetch-data")(fetch_data)
 app.command("task-table")(task_table_command)
 app.command("corpus-curve")(corpus_curve)
+app.command("int8-report")(int8_report)
 app.command("teacher-speed")(teacher_speed_command)
 app.command("labeling-memory")(labeling_memory_command)
 

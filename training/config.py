@@ -167,7 +167,8 @@ class ScratchConfig(Section):
 
 
 class ExportConfig(Section):
-    dtype: Literal["float16", "float32"] = "float16"  # the shards' dtype (no int8 export exists)
+    # "int8": symmetric, one float32 scale per row (sdcore/quantize.py); half the bytes of float16 per n-gram.
+    dtype: Literal["float16", "float32", "int8"] = "float16"
     prune_top_k: NonNegative = 0  # 0 = keep the whole vocabulary
     shard_rows: Positive = 262_144
 

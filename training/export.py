@@ -1,7 +1,8 @@
 """Export a trained DAN as a student folder of the model repository (DESIGN.md section 3).
 
 The format and its writer are ``sdcore.model_writer``; this module adds the torch side: the embedding
-table as numpy row ranges and the head as ONNX.
+table as numpy row ranges and the head as ONNX. ``dtype`` is "float16" (default), "float32" or "int8"
+(symmetric, one float32 scale per row, written beside each shard: sdcore/quantize.py).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def export_student(
     settings: FeaturizerSettings,
     vocab_dir: Path,
     out_dir: Path,
-    dtype: Literal["float16", "float32"] = "float16",
+    dtype: Literal["float16", "float32", "int8"] = "float16",
     prune_top_k: int = 0,
     shard_rows: int = 262_144,
     metrics: dict[str, Any] | None = None,

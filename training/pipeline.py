@@ -15,7 +15,7 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -202,6 +202,12 @@ def step_scratch(config: RunConfig) -> TrainResult | None:
 
 
 def step_export(config: RunConfig) -> None:
+    export_final_student(config, config.student_dir, config.export.dtype)
+
+
+def export_final_student(config: RunConfig, out_dir: Path, dtype: Literal["float16", "float32", "int8"]) -> Path:
+    """Export the run's final student (FT, else KD) to ``out_dir`` with table ``dtype``; the manifest
+    records the run config with that dtype (``sd int8-report`` re-exports a run's student as int8)."""
     from training.data import load_label_names
 
     name = final_stage(config)
@@ -213,10 +219,12 @@ def step_export(config: RunConfig) -> None:
         "teacher": {k: teacher_metrics.get(k) for k in ("dev_acc", "test_acc")},
     }
     e = config.export
-    export_student(
-        model, name=config.name, labels=load_label_names(config.run_dir), settings=config.vocab.featurizer_settings(),
-        vocab_dir=config.run_folder.vocab, out_dir=config.student_dir, dtype=e.dtype, prune_top_k=e.prune_top_k,
-        shard_rows=e.shard_rows, metrics=metrics, config=config.to_dict(),
+    recorded = config.to_dict()
+    recorded["export"]["dtype"] = dtype
+    return export_student(
+        model, name=out_dir.name, labels=load_label_names(config.run_dir), settings=config.vocab.featurizer_settings(),
+        vocab_dir=config.run_folder.vocab, out_dir=out_dir, dtype=dtype, prune_top_k=e.prune_top_k,
+        shard_rows=e.shard_rows, metrics=metrics, config=recorded,
     )
 
 

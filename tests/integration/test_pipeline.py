@@ -140,3 +140,26 @@ def test_cli_rejects_a_bad_config(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "training", "vocab", "-c", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "sise" in out.stderr
+
+
+def test_int8_report_reexports_the_student_and_scores_it(tiny_run: RunConfig, tmp_path: Path) -> None:
+    from sdcore.model_format import load_student_manifest
+    from training.int8_report import int8_report
+
+    # A small hash table for fastText here (its default 2M buckets x 100-d is an 800 MB file).
+    report = int8_report(tiny_run, tmp_path / "tiny-int8", tmp_path / "int8", fasttext=True,
+                         fasttext_params={"lr": 0.1, "epoch": 5, "wordNgrams": 2, "bucket": 20_000})
+    manifest = load_student_manifest(tmp_path / "tiny-int8")
+    assert manifest.shard_dtype == "int8" and manifest.config["export"]["dtype"] == "int8"
+    assert tiny_run.export.dtype == "float16"  # the run's own config is left as it was
+    reference, quantized = report["students"]
+    assert reference["dtype"] == "float16" and quantized["dtype"] == "int8"
+    # 16-d rows: 16 bytes + a 4-byte scale against 32 bytes of float16 (and two .npy headers a shard).
+    assert quantized["table_bytes"] < 0.66 * reference["table_bytes"]
+    assert report["comparison"]["agreement"] > 0.9
+    assert abs(report["comparison"]["test_acc_change_points"]) <= 5.0
+    fasttext = report["fasttext"]
+    assert fasttext["quantized"]["bytes"] < fasttext["full"]["bytes"]
+    assert 0.0 <= fasttext["quantized"]["test_acc"] <= 1.0
+    assert (tmp_path / "int8.md").read_text().startswith("# int8 table")
+    assert json.loads((tmp_path / "int8.json").read_text())["comparison"] == report["comparison"]

@@ -14,7 +14,7 @@ import torch
 from sdcore.featurizer import FeaturizerSettings
 from sdcore.model_format import HEAD_FILE, MANIFEST, ModelFormatError, load_student_manifest, read_ngrams
 from service.runtime import RuntimeOptions
-from service.student_runtime import StudentRuntime
+from service.student_runtime import EmbeddingTable, StudentRuntime, mean_pool
 from training import export as export_module
 from training.data import TaskData
 from training.distill import BagSource, TrainSpec, train_student
@@ -214,6 +214,75 @@ def test_pruning_keeps_the_first_k_rows(trained: Trained, tmp_path: Path) -> Non
     # A prune_top_k above the vocabulary keeps everything.
     big = load_student_manifest(export(trained, tmp_path / "big", prune_top_k=10 * VOCAB_SIZE))
     assert big.vocab_size == VOCAB_SIZE
+
+
+def test_int8_student_round_trip(trained: Trained, tmp_path: Path) -> None:
+    """export.dtype = "int8": int8 shards + one float32 scale per row, listed and checked in the manifest;
+    the served student is the float32 one with its table quantized, on both backends."""
+    from sdcore.quantize import dequantize_rows, quantize_rows
+
+    f16_dir = export(trained, tmp_path / "f16", shard_rows=1000)
+    int8_dir = export(trained, tmp_path / "q8", dtype="int8", shard_rows=1000)
+    manifest = load_student_manifest(int8_dir)
+    assert manifest.shard_dtype == "int8" and manifest.featurizer.spec == "sd-ngram-v1"
+    assert all(s.scale is not None and s.scale.path == f"embeddings/scale-{i:05d}.npy"
+               for i, s in enumerate(manifest.shards))
+    weight = trained.model.embedding.weight.detach().numpy()
+    codes = np.concatenate([np.load(int8_dir / s.path) for s in manifest.shards])
+    scales = np.concatenate([np.load(int8_dir / s.scale.path) for s in manifest.shards if s.scale])
+    expected_codes, expected_scales = quantize_rows(weight)
+    np.testing.assert_array_equal(codes, expected_codes)
+    np.testing.assert_array_equal(scales, expected_scales)
+    # Half the bytes of float16 (plus 4 bytes of scale a row).
+    shard_bytes = {d: sum((d / s.path).stat().st_size for s in load_student_manifest(d).shards)
+                   for d in (f16_dir, int8_dir)}
+    assert shard_bytes[int8_dir] < 0.55 * shard_bytes[f16_dir]
+
+    kernel = StudentRuntime.load(int8_dir, RuntimeOptions(threads=1))
+    reference = StudentRuntime.load(int8_dir, RuntimeOptions(threads=1, backend="numpy"))
+    pooled, _ = kernel.pool(trained.texts)
+    np.testing.assert_allclose(pooled, reference.pool(trained.texts)[0], rtol=1e-5, atol=1e-6)
+    # Pooling the dequantized table in float32 gives the same vectors.
+    dequantized = EmbeddingTable([dequantize_rows(codes, scales)], [0], threads=1)
+    np.testing.assert_allclose(pooled, mean_pool(reference.featurizer.occurrences(trained.texts), dequantized),
+                               rtol=1e-5, atol=1e-6)
+    probs = kernel.predict(trained.texts).probabilities
+    torch_probs = torch_probabilities(trained, trained.texts)
+    np.testing.assert_allclose(probs, torch_probs, atol=3e-2, rtol=0)
+    assert (probs.argmax(1) == torch_probs.argmax(1)).mean() > 0.97
+
+
+def test_a_damaged_int8_scale_file_is_refused(trained: Trained, tmp_path: Path) -> None:
+    root = export(trained, tmp_path / "q8", dtype="int8", shard_rows=1000)
+    scale = root / "embeddings" / "scale-00001.npy"
+    data = bytearray(scale.read_bytes())
+    data[-3] ^= 0x10
+    scale.write_bytes(bytes(data))
+    assert_refused(root, scale, "sha256")
+
+
+def test_the_kernel_and_the_numpy_reference_serve_the_same_probabilities(trained: Trained, tmp_path: Path) -> None:
+    root = export(trained, tmp_path / "f16", shard_rows=900)
+    kernel = StudentRuntime.load(root, RuntimeOptions(threads=2))
+    reference = StudentRuntime.load(root, RuntimeOptions(threads=1, backend="numpy"))
+    assert kernel.backend == "kernel" and reference.backend == "numpy"
+    a, b = kernel.predict(trained.texts), reference.predict(trained.texts)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(a.coverage, b.coverage)
+    np.testing.assert_array_equal(a.ngrams_found, b.ngrams_found)
+
+
+def test_a_model_made_by_another_featurizer_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    root = damaged_copy(tiny_model, tmp_path)
+    manifest = root / MANIFEST
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    assert data["featurizer"]["spec"] == "sd-ngram-v1"
+    data["featurizer"]["spec"] = "sd-ngram-v2"
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert_refused(root, manifest, "made by featurizer 'sd-ngram-v2'")
+    del data["featurizer"]["spec"]  # a manifest from before the spec was recorded: the same featurizer
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert StudentRuntime.load(root, RuntimeOptions(threads=1)).manifest.featurizer.spec == "sd-ngram-v1"
 
 
 # --- make_tiny_student ------------------------------------------------------------------------------

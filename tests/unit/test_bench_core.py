@@ -7,16 +7,19 @@ import pytest
 
 from loadtest.bench_core import (
     Plan,
+    best_rows,
     check_goals,
     fmt_rate,
+    percentile,
     plan_cell,
     samples_per_second,
     speedups,
+    speedups_over_best,
     spread,
     throughput_table,
 )
 from loadtest.bench_memory import mapped_rss, touched_pages
-from loadtest.bench_report import gather_table, render_markdown
+from loadtest.bench_report import gather_table, latency_table, pool_only_table, render_markdown
 
 
 def row(system: str, workload: str, batch: int, threads: int, sps: float, **extra: object) -> dict[str, object]:
@@ -59,22 +62,59 @@ def test_speedups_pair_matching_cells_only() -> None:
     assert [(u.workload, u.batch_size, u.threads, u.ratio) for u in ups] == [("reviews", 32, 1, 2000.0)]
 
 
+def test_speedups_over_best_take_each_teachers_fastest_cell() -> None:
+    rows = [row("student", "reviews", 32, 1, 1000.0), row("student", "reviews", 1, 1, 500.0),
+            row("large", "reviews", 32, 1, 0.5), row("large", "reviews", 1, 2, 0.8), row("large", "reviews", 8, 1, 0.6),
+            row("large", "sentences", 1, 1, 9.0)]
+    assert best_rows(rows)[("reviews", "large")]["batch_size"] == 1
+    ups = speedups_over_best(rows, ["student"], ["large"])
+    assert [(u.batch_size, u.threads, u.ratio, u.baseline_cell) for u in ups] == [
+        (1, 1, 625.0, "b1 t2"), (32, 1, 1250.0, "b1 t2")]  # against b1 t2 (0.8/s), not the same cell
+
+
 def test_goals() -> None:
-    rows = [row("student-paper", w, 32, t, sps) for w, sps in (("reviews", 700.0), ("sentences", 9000.0))
-            for t in (1, 2)]
-    rows += [row("roberta", "reviews", 32, t, 0.6) for t in (1, 2)]
-    rows += [row("roberta", "sentences", 32, t, 10.0) for t in (1, 2)]
-    rows += [row("fasttext", w, 32, t, 1200.0) for w in ("reviews", "sentences") for t in (1, 2)]
+    rows = [row("student-paper", w, 32, t, sps, **({"pool_only_samples_per_s": 1200.0} if w == "reviews" else {}))
+            for w, sps in (("reviews", 700.0), ("sentences", 30000.0)) for t in (1, 2)]
+    rows += [row("roberta", "reviews", b, t, 0.3 if b == 8 else 0.2) for b in (1, 8, 32) for t in (1, 2)]
+    rows += [row("roberta", "sentences", b, t, 10.0 if b == 1 else 5.0) for b in (1, 8, 32) for t in (1, 2)]
+    rows += [row("fasttext", w, b, t, 1200.0) for w in ("reviews", "sentences") for t in (1, 2) for b in (1, 32)]
+    rows += [row("student-demo", w, 32, t, 1300.0 if w == "reviews" else 1100.0) for w in ("reviews", "sentences")
+             for t in (1, 2)]
+    rows += [row("student-demo", "sentences", 1, t, 20000.0, latency_p50_us=40.0 + t, latency_p99_us=90.0)
+             for t in (1, 2)]
     shares = {"student-paper reviews b32 t1": 0.4, "student-paper sentences b32 t1": 0.1}
-    large, fasttext, gather = check_goals(rows, ["student-paper"], "student-paper", ["roberta"], "fasttext", shares)
-    assert large.met is False and large.worst == pytest.approx(900.0)  # 9000 / 10 on sentences
-    assert fasttext.met is True and fasttext.worst == pytest.approx(700 / 1200)  # reviews 0.58; sentences 7.5
+    paper_large, demo_large, paper_ft, demo_ft, whole, latency, gather = check_goals(
+        rows, ["student-paper", "student-demo"], "student-paper", ["roberta"], "fasttext", shares,
+        demo_student="student-demo")
+    assert paper_large.met is True and paper_large.worst == pytest.approx(700 / 0.3)  # vs b8, the best on reviews
+    assert "2,000x" in paper_large.name and "1,000x" in demo_large.name
+    assert demo_large.met is False and demo_large.worst == pytest.approx(110.0)  # 1,100 / 10 on sentences
+    assert paper_ft.met is True and paper_ft.worst == pytest.approx(30000 / 1200)  # sentences only
+    assert demo_ft.met is False and demo_ft.worst == pytest.approx(1100 / 1200) and len(demo_ft.cells) == 2  # 1 thread
+    assert whole.met is False and whole.worst == pytest.approx(1200 / 700)  # 1.71x > 1.5x
+    assert latency.met is True and latency.worst == pytest.approx(42.0)
     assert gather.met is False and gather.cells == ["student-paper reviews b32 t1: 0.40"]  # reviews only
 
 
 def test_goals_not_measured_without_baselines() -> None:
     goals = check_goals([row("s", "reviews", 32, 1, 1.0)], ["s"], None, [], None, {})
-    assert [g.met for g in goals] == [None, None, None]
+    assert [g.met for g in goals] == [None] * 6
+
+
+def test_percentile_is_numpys_linear_one() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0, 7.0]
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_latency_and_pool_only_tables() -> None:
+    rows = [row("s", "sentences", 1, 1, 25000.0, latency_p50_us=38.5, latency_p99_us=71.25, latency_calls=4000),
+            row("s", "sentences", 32, 1, 50000.0, pool_only_samples_per_s=100000.0, rows_per_sample=40.5,
+                pool_only_gb_per_s=2.5)]
+    assert "| s | sentences | 1 | 4,000 | 38.5 | 71.2 | 40.0 |" in latency_table(rows)
+    assert "| s | sentences | 32 | 1 | 50,000 | 100,000 | 2.00x | 40.5 | 2.50 |" in pool_only_table(rows)
 
 
 def test_fmt_rate_and_table() -> None:
@@ -127,7 +167,8 @@ def test_report_renders_every_section() -> None:
     }
     goals = check_goals(rows, ["student-demo"], None, ["roberta"], None, {"student-demo reviews b32 t1": 0.25})
     text = render_markdown(report, goals)
-    for needle in ("## Goals", "## Throughput, reviews", "| reviews | 32 | 1 | student-demo | roberta | 1,800x |",
+    for needle in ("## Goals", "## Throughput, reviews",
+                   "| reviews | 32 | 1 | student-demo | roberta (best: b32 t1) | 1,800x |",
                    "| 1.50 | 25% | 3.00 | 50% |", "512.0 MiB (200,000 x 256 float16)",
                    "| 0.4 MiB |", "| n/a |", "- n"):
         assert needle in text, needle

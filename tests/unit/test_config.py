@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("section", "fragment"),
     [
         ({"labeling": {"backend": "tensorrt"}}, "labeling.backend: Input should be 'onnx' or 'torch', got 'tensorrt'"),
-        ({"export": {"dtype": "int8"}}, "export.dtype: Input should be 'float16' or 'float32'"),
+        ({"export": {"dtype": "int4"}}, "export.dtype: Input should be 'float16', 'float32' or 'int8', got 'int4'"),
         ({"distill": {"epochs": -3}}, "distill.epochs: Input should be greater than 0"),
         ({"distill": {"lr": -1.0}}, "distill.lr: Input should be greater than 0"),
         ({"vocab": {"size": True}}, "vocab.size: Input should be a valid integer"),
