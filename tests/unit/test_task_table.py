@@ -57,3 +57,14 @@ def test_corpus_curve_orders_points_and_draws_a_png(reports: dict[str, Path], tm
 def test_task_table_names_a_missing_report(tmp_path: Path) -> None:
     with pytest.raises(StepInputMissing, match="made by the evaluate step"):
         write_task_table({"rt": tmp_path / "nope"}, tmp_path / "out", "test")
+
+
+def test_goal_lines_follow_the_figures(reports: dict[str, Path], tmp_path: Path) -> None:
+    from training.task_table import goal_lines
+
+    tasks = write_task_table(reports, tmp_path / "accuracy", "test")["tasks"]
+    small, large = goal_lines(tasks)
+    retention = tasks["small"]["retention_test"]
+    assert f"retention test {retention:.1%} ({'met' if retention >= 0.97 else 'not met'})" in small
+    gain = 100 * (0.8 - tasks["large"]["fasttext"]["test_acc"])
+    assert f"over fastText {gain:+.1f} points ({'met' if gain >= 5 else 'not met'})" in large
