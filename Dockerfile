@@ -55,6 +55,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY README.md pyproject.toml setup.py /tmp/src/
 COPY sdcore /tmp/src/sdcore
+COPY sdcli /tmp/src/sdcli
 COPY service /tmp/src/service
 COPY training /tmp/src/training
 COPY loadtest /tmp/src/loadtest

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The project's CLI (`sd --help`); `python -m sdcli` is the same without relying on the console script.
+SD := $(PY) -m sdcli
 CONFIG ?= configs/mr-demo.toml
 STAMP := $(VENV)/.installed
 # The compiled n-gram kernel (sdcore/_ngram_kernel.pyx): `pip install -e .` builds it in the source tree;
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 KERNEL_SOURCES := sdcore/_ngram_kernel.pyx sdcore/_kernel_simd.h setup.py
 KERNEL_STAMP := sdcore/.kernel-built
 
-.PHONY: install kernel data demo train test lint fuzz fuzz-short proto serve bench loadtest docker-test clean
+.PHONY: install kernel data demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,15 +32,15 @@ kernel: $(KERNEL_STAMP)
 install: $(STAMP) $(KERNEL_STAMP)
 
 data: install
-	$(PY) -m training fetch-data
+	$(SD) fetch-data
 
 # Installs, fetches the data, trains the default model, serves it and answers a request.
 demo: data
-	$(PY) -m training run --config $(CONFIG)
-	$(PY) scripts/demo_serve.py --config $(CONFIG)
+	$(SD) run --config $(CONFIG)
+	$(SD) demo --config $(CONFIG)
 
 train: data
-	$(PY) -m training run --config $(CONFIG)
+	$(SD) run --config $(CONFIG)
 
 # The demo models, trained once (about 15 minutes) for the targets that need them.
 DEMO_MODEL := models/mr-demo/manifest.json
@@ -47,29 +49,34 @@ $(DEMO_MODEL):
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy service training loadtest sdcore
+	$(VENV)/bin/mypy  # the packages listed in pyproject's [tool.mypy] files
 
 test: data
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q
 
+# The inner loop: unit tests and in-process integration tests, without the slow trainings and the
+# real server processes (about a minute).
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not e2e" tests/unit tests/integration
+
 # schemathesis against the service's own OpenAPI on a real server process, student only and student +
 # teacher (about 3 minutes each); fuzz-short is the quick pass CI runs (about a minute each).
 fuzz: data
-	$(PY) scripts/fuzz.py
+	$(SD) fuzz
 
 fuzz-short: data
-	$(PY) scripts/fuzz.py --short
+	$(SD) fuzz --short
 
 # Text in -> probabilities out for the students, teachers, a RoBERTa-Large shape and fastText:
 # reports/bench.{md,json,png}. About 15-20 minutes on 2 cores; run it on an idle machine. The 1B student
-# is measured when models/mr-paper exists (python scripts/paper_scale.py builds it: 16 GiB RAM, ~40 min).
+# is measured when models/mr-paper exists (sd paper-scale builds it: 16 GiB RAM, ~40 min).
 bench: install $(DEMO_MODEL)
-	$(PY) scripts/bench.py
+	$(SD) bench
 
 # The service under a locust step load on loopback: reports/loadtest.{md,json,png} (about 15 minutes).
 loadtest: install $(DEMO_MODEL)
-	$(PY) -m loadtest.run
+	$(SD) loadtest
 
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
@@ -83,7 +90,7 @@ proto: install
 	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/DESCRIPTOR = _descriptor_pool.DescriptorPool().AddSerializedFile(/' service/grpc_api/kserve_pb2.py
 
 serve: install $(DEMO_MODEL)
-	$(PY) -m service --student models/mr-demo --teacher models/mr-demo-teacher
+	$(SD) serve --student models/mr-demo --teacher models/mr-demo-teacher
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build $(KERNEL_STAMP)

@@ -2,7 +2,7 @@
 
 Nothing here imports a model library or touches the clock, so every function is unit-tested with plain
 numbers (tests/unit/test_bench_core.py). The measuring side is ``loadtest/bench_systems.py``; the
-command is ``scripts/bench.py``.
+command is ``sd bench`` (loadtest/bench.py).
 
 A *cell* is one (workload, system, batch size, threads) combination. It is timed as ``repeats`` passes
 over the same ``samples`` texts (a prefix of the workload's seeded shuffle, so every system sees the

@@ -65,15 +65,9 @@ def ensure_large_checkpoint(cache: Path, data_cache: Path) -> Path:
 
 def ensure_large_onnx(checkpoint: Path, cache: Path, max_length: int = 512) -> Path:
     """The checkpoint exported as a teacher folder (model.onnx + tokenizer + manifest), built once."""
-    from service.model_format import (
-        TEACHER_ONNX,
-        TEACHER_TOKENIZER_DIR,
-        TeacherManifest,
-        atomic_model_dir,
-        file_entry,
-        now_iso,
-        write_manifest,
-    )
+    from sdcore.atomic import atomic_dir
+    from sdcore.model_format import TEACHER_ONNX, TEACHER_TOKENIZER_DIR, TeacherManifest
+    from sdcore.model_writer import file_entry, now_iso, write_manifest
     from training.teacher import label_names, load_classifier, max_input_tokens
     from training.teacher_export import export_onnx, input_names, save_serving_tokenizer
 
@@ -83,7 +77,7 @@ def ensure_large_onnx(checkpoint: Path, cache: Path, max_length: int = 512) -> P
     tokenizer, model = load_classifier(checkpoint)
     length = min(max_length, max_input_tokens(model.config))
     names = input_names(tokenizer)
-    with atomic_model_dir(final) as tmp:
+    with atomic_dir(final) as tmp:
         export_onnx(model, tokenizer, names, tmp / TEACHER_ONNX, "a long enough example text " * 8)
         save_serving_tokenizer(tokenizer, tmp / TEACHER_TOKENIZER_DIR, length)
         files = [TEACHER_ONNX, *sorted(p.relative_to(tmp).as_posix()
@@ -100,7 +94,7 @@ def ensure_fasttext(cache: Path, data_cache: Path, seed: int = 13) -> Path:
     """fastText trained on the MR training split with ``FASTTEXT_PARAMS``; dev accuracy saved beside it."""
     import fasttext
 
-    from service.featurizer import FeaturizerSettings, Tokenizer
+    from sdcore.featurizer import FeaturizerSettings, Tokenizer
 
     out = cache / "fasttext-mr.bin"
     if out.is_file():

@@ -1,6 +1,6 @@
 """The systems ``make bench`` times, each text in -> probabilities out, and the timing loop.
 
-Each system runs in its own fresh process (``scripts/bench.py`` spawns one per system), so its RSS is
+Each system runs in its own fresh process (``sd bench`` spawns one per system), so its RSS is
 its own, its thread pools meet no other library's, and a crash loses one system's rows only. Heavy
 libraries (torch, transformers, fasttext) are imported inside the functions that need them: the
 student and ONNX children never load torch.
@@ -190,9 +190,10 @@ class Loaded:
 
 def _compiled_student(spec: SystemSpec, threads: int) -> Loaded:
     """The student as the service runs it: the compiled kernel, then the ONNX head."""
+    from service.runtime import RuntimeOptions
     from service.student_runtime import StudentRuntime
 
-    runtime = StudentRuntime.load(spec.path, threads=threads, verify_checksums=False, backend="kernel")
+    runtime = StudentRuntime.load(spec.path, RuntimeOptions(threads=threads, verify_checksums=False, backend="kernel"))
     kernel, table = runtime.kernel, runtime.kernel_table
     row_bytes = table.dim * table.dtype.itemsize
 
@@ -214,22 +215,27 @@ def _compiled_student(spec: SystemSpec, threads: int) -> Loaded:
 
 
 def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
+    from service.runtime import RuntimeOptions
     from service.student_runtime import StudentRuntime
 
-    runtime = StudentRuntime.load(spec.path, threads=threads, verify_checksums=False, backend="numpy")
+    row_bytes = 0  # set once the manifest is read; the hook runs only during predictions
+
+    def observe(stage: str, seconds: float, rows: npt.NDArray[np.int64] | None) -> None:
+        """The runtime's stage hook: featurize time, and each gathered chunk's rows and time."""
+        if stage == "featurize":
+            probe.featurize_s += seconds
+        elif stage == "gather" and rows is not None:
+            probe.gather_s += seconds
+            probe.gather_bytes += int(rows.size) * row_bytes
+            probe.gathered[rows] = True
+            probe.record(rows)
+
+    options = RuntimeOptions(threads=threads, verify_checksums=False, backend="numpy", observer=observe)
+    runtime = StudentRuntime.load(spec.path, options)
     if probe.gathered.size != runtime.manifest.vocab_size:
         probe.gathered = np.zeros(runtime.manifest.vocab_size, dtype=bool)
     table = runtime.table
     row_bytes = table.dim * np.dtype(runtime.manifest.shard_dtype).itemsize
-    gather_into, occurrences = table.gather_into, runtime.featurizer.occurrences
-
-    def timed_gather_into(rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
-        t0 = time.perf_counter()
-        gather_into(rows, out)
-        probe.gather_s += time.perf_counter() - t0
-        probe.gather_bytes += int(rows.size) * row_bytes
-        probe.gathered[rows] = True
-        probe.record(rows)
 
     def replay(chunks: list[npt.NDArray[np.int64]], passes: int = 3) -> float:
         """numpy's take of the recorded chunks, split by shard as ``gather_into`` splits them; bytes/s, best of
@@ -246,25 +252,16 @@ def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
         return sum(int(c.size) for c in chunks) * row_bytes / best
 
     probe.replay = replay
-
-    def timed_occurrences(texts: Sequence[str]) -> Any:
-        t0 = time.perf_counter()
-        out = occurrences(texts)
-        probe.featurize_s += time.perf_counter() - t0
-        return out
-
-    # Instance attributes shadow the methods; mean_pool and pool call them through the instances.
-    setattr(table, "gather_into", timed_gather_into)  # noqa: B010
-    setattr(runtime.featurizer, "occurrences", timed_occurrences)  # noqa: B010
     return Loaded(lambda texts, _b: runtime.predict(texts).probabilities, runtime=runtime)
 
 
 def _teacher_onnx(spec: SystemSpec, threads: int) -> Loaded:
+    from service.runtime import RuntimeOptions
     from service.teacher_runtime import TeacherRuntime
 
-    runtime = TeacherRuntime.load(spec.path, threads=threads, verify_checksums=False)
+    runtime = TeacherRuntime.load(spec.path, RuntimeOptions(threads=threads, verify_checksums=False))
     return Loaded(
-        lambda texts, b: runtime.predict(texts, batch_size=b),
+        lambda texts, b: runtime.predict(texts, batch_size=b).probabilities,
         tokens=lambda texts: [len(e.ids) for e in runtime.encode(texts)],
     )
 
@@ -272,7 +269,7 @@ def _teacher_onnx(spec: SystemSpec, threads: int) -> Loaded:
 def _fasttext(spec: SystemSpec) -> Loaded:
     import fasttext
 
-    from service.featurizer import FeaturizerSettings, Tokenizer
+    from sdcore.featurizer import FeaturizerSettings, Tokenizer
 
     model = fasttext.load_model(spec.path)
     tokenize = Tokenizer(FeaturizerSettings())
@@ -292,7 +289,7 @@ def _fasttext(spec: SystemSpec) -> Loaded:
 def _hf_pytorch(spec: SystemSpec, threads: int) -> Loaded:
     import torch
 
-    from service.student_runtime import softmax
+    from service.onnx_session import softmax
     from training.teacher import load_classifier, max_input_tokens, predict_logits
 
     torch.set_num_threads(threads)

@@ -1,8 +1,8 @@
 """``make loadtest``: start the service on loopback, step-load each route with locust, report the knees.
 
-    .venv/bin/python -m loadtest.run                               # models/mr-demo + models/mr-demo-teacher
-    .venv/bin/python -m loadtest.run --quick --student DIR         # short steps, to try it
-    .venv/bin/python -m loadtest.run --workers 2 --locust-processes 2
+    sd loadtest                               # models/mr-demo + models/mr-demo-teacher
+    sd loadtest --quick --student DIR         # short steps, to try it
+    sd loadtest --workers 2 --locust-processes 2
 
 For each scenario (student, teacher, mixed and, when the service has it, cascade; requests of 1 and
 of 32 texts) and each step of the user ladder, one headless locust run of ``--step-s`` seconds (and at
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from typing import Any
 
 from loadtest.machine import load_note, loadavg, machine
 from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
+from service.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -48,50 +47,15 @@ class Scenario:
         return f"{self.kind} x{self.texts_per_request}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Service:
+class Service(ServerProcess):
     """``python -m service`` on a loopback port, started and stopped by the runner."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1.0) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)  # poll interval of a health check with a deadline
-        raise TimeoutError(f"the service was not ready within {timeout_s:.0f} s; see {self._log.name}")
+        super().__init__(args, log=log, cwd=REPO)
 
     def has_route(self, path: str) -> bool:
         with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=5.0) as answer:
             return path in json.load(answer).get("paths", {})
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace, texts_file: Path,
@@ -202,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else argv
-    command = "python -m loadtest.run" + (" " + " ".join(shown) if shown else "")
+    command = "sd loadtest" + (" " + " ".join(shown) if shown else "")
     service_args = ["--student", str(args.student), "--teacher", str(args.teacher), "--workers", str(args.workers),
                     "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
     start_load = loadavg()

@@ -161,7 +161,7 @@ docker run --rm --network none "$BASE_TAG" python3 -c "import sys, venv; assert 
 CTX="$WORK/context"
 mkdir -p "$CTX"
 cp -r "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" "$REPO/Dockerfile" "$REPO/.dockerignore" \
-    "$REPO/sdcore" "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
+    "$REPO/sdcore" "$REPO/sdcli" "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
 # The kernel is built inside the image; a host build (.so, generated .c) must not travel into it.
 rm -f "$CTX"/sdcore/*.so "$CTX"/sdcore/_ngram_kernel.c
 [ -f "$HOST_CA" ] && cp "$HOST_CA" "$CTX/docker-ca.crt"

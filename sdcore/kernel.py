@@ -1,6 +1,6 @@
 """The compiled hot path: texts -> mean-pooled n-gram embeddings in one pass (Cython, ``_ngram_kernel``).
 
-``service.featurizer`` (numpy) is the reference implementation of the featurizer; this kernel gives the
+``sdcore.featurizer`` (numpy) is the reference implementation of the featurizer; this kernel gives the
 same rows for the same texts (tests/unit/test_kernel_parity.py checks it over the MR corpus and odd
 inputs) and pools them as ``service.student_runtime.mean_pool`` does, in one compiled loop with the GIL
 released for the whole batch.
@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - a checkout whose extension was 
     ) from exc
 
 # Token patterns the kernel tokenizes itself: scikit-learn's default and its equivalent forms
-# (service.featurizer explains why ``\w\w+`` finds the same tokens).
+# (sdcore.featurizer explains why ``\w\w+`` finds the same tokens).
 __all__ = ["COMPILED_PATTERNS", "FEATURIZER_SPEC", "KernelTable", "NgramKernel", "Pooled", "select_simd", "simd"]
 COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b", r"\w\w+", r"(?u)\w\w+"})
 # Below this many code points per extra thread, one thread is faster (starting a thread costs about as

@@ -1,7 +1,7 @@
 """The featurizer spec: how text becomes n-gram keys, rows and a pooled vector (``FEATURIZER_SPEC``).
 
 A student's manifest records the spec of the featurizer that made it (``featurizer.spec``); a loader
-refuses a spec it does not implement. ``service.featurizer`` (numpy, the reference) and
+refuses a spec it does not implement. ``sdcore.featurizer`` (numpy, the reference) and
 ``sdcore.kernel`` (compiled) both implement it; tests/unit/test_kernel_parity.py holds them to it.
 Change anything below and the spec needs a new name: old models would otherwise be served wrong ids.
 

@@ -24,9 +24,11 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from sdcore.errors import ProjectError
 from service.app import configure_logging, create_app
 from service.metrics import MULTIPROC_ENV
-from service.settings import settings_from_cli
+from service.registry import check_model_folders
+from service.settings import ServiceSettings, settings_from_cli
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -41,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_model_folders(settings)  # a wrong path is one line here, not a failed start-up traceback
+    except ProjectError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    return serve(settings)
+
+
+def serve(settings: ServiceSettings) -> int:
+    """Run the server until SIGTERM or Ctrl-C (blocking)."""
     configure_logging(settings.log_level, settings.log_format)
     metrics_dir = None
     if settings.workers > 1:

@@ -14,17 +14,16 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from sdcore.errors import ProjectError
 from service.api.deps import AppState, require_api_key
 from service.api.routes import cascade, classify, health, metrics, models, v2, v2_repository
-from service.devices import DeviceUnavailable
 from service.errors import install_error_handlers
 from service.logging_setup import REQUEST_ID_HEADER
 from service.logging_setup import configure_logging as _configure_logging
 from service.metrics import ServiceMetrics
 from service.middleware import ServiceMiddleware
-from service.model_format import ModelFormatError
 from service.model_repository import ModelRepository
-from service.registry import ModelRegistry, StartupError
+from service.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -40,8 +39,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.service
     try:
         registry = await asyncio.to_thread(ModelRegistry.load, state.settings, state.metrics)
-    except (ModelFormatError, DeviceUnavailable, StartupError) as exc:
-        logger.error("cannot start: %s", exc)
+    except ProjectError as exc:  # a damaged model, no CUDA, two models of one name: one line (middleware)
+        logger.error("cannot start: %s", exc.one_line())
+        app.state.startup_error = exc
         raise
     repository = ModelRepository(state.settings.model_repository, registry, state.settings, state.metrics)
     grpc_server = None

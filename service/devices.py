@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
+from sdcore.errors import ProjectError
+
 logger = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(ProjectError, RuntimeError):
     """The requested device cannot be used and falling back to the CPU was not allowed."""
 
 

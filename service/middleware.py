@@ -7,6 +7,8 @@
   line of the request; one access line per request (``service.logging_setup``).
 - The last line of defence: an unexpected exception is logged with its traceback and answered with
   a generic 500 in the service's error shape (the client never sees a traceback).
+- A start-up that fails on one of the project's own errors (a damaged model, no CUDA) is reported
+  to the server as that error's one line, not as a traceback.
 
 Raw ASGI rather than ``BaseHTTPMiddleware``: the latter wraps ``receive`` and breaks the disconnect
 detection the routes rely on.
@@ -20,11 +22,25 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sdcore.errors import ProjectError
 from service.errors import PayloadTooLarge, ServiceError, error_bytes, internal_error, is_v2
 from service.logging_setup import REQUEST_ID_HEADER, access_log, request_context
 from service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
+
+
+def _startup_failure_in_one_line(scope: Scope, send: Send) -> Send:
+    """Starlette reports a failed lifespan with the traceback as its message, which uvicorn logs;
+    for a ProjectError (recorded by the lifespan on the app's state) the one line says it all."""
+
+    async def send_lifespan(message: Message) -> None:
+        error = getattr(scope["app"].state, "startup_error", None) if "app" in scope else None
+        if message["type"] == "lifespan.startup.failed" and isinstance(error, ProjectError):
+            message = {**message, "message": f"cannot start: {error.one_line()}"}
+        await send(message)
+
+    return send_lifespan
 
 TOTAL_TIME_HEADER = "x-total-time-ms"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -37,6 +53,9 @@ class ServiceMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _startup_failure_in_one_line(scope, send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

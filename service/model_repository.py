@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sdcore.model_format import ModelFormatError, read_manifest_kind
 from service.devices import DeviceUnavailable
 from service.errors import ModelLoadFailed, ModelNotFound
 from service.metrics import ServiceMetrics
-from service.model_format import ModelFormatError, read_manifest_kind
 from service.registry import WARM_UP_TEXT, ModelRegistry, ServedModel, load_served_model
 from service.settings import ServiceSettings
 

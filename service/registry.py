@@ -12,26 +12,31 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdcore.errors import ProjectError
+from sdcore.model_format import MANIFEST, ModelFormatError, read_manifest_kind
 from service.batcher import Batcher
 from service.devices import DevicePlan, DeviceUnavailable, plan_device
 from service.errors import ModelNotFound
 from service.metrics import ServiceMetrics
-from service.model_format import read_manifest_kind
-from service.runtimes import Kind, ModelFacts, Predictions, ServedRuntime, load_model
+from service.runtime import Kind, ModelFacts, Predictions, Runtime, RuntimeOptions
 from service.settings import ServiceSettings
+from service.student_runtime import StudentRuntime
+from service.teacher_runtime import TeacherRuntime
 
 logger = logging.getLogger(__name__)
 
 WARM_UP_TEXT = "a warm-up request through the whole path, so the first client does not pay for it"
 
 
-class StartupError(RuntimeError):
+class StartupError(ProjectError, RuntimeError):
     """The service cannot start with these settings (the message says why)."""
 
 
 @dataclass
 class ServedModel:
-    runtime: ServedRuntime
+    """A loaded runtime, the batcher in front of it, and where it really runs."""
+
+    runtime: Runtime
     batcher: Batcher[Predictions]
     device: str  # where it actually runs
     providers: list[str]  # onnxruntime providers the session really uses
@@ -50,7 +55,7 @@ class ServedModel:
 
     @property
     def kind(self) -> Kind:
-        return self.runtime.kind
+        return self.runtime.facts.kind
 
     @property
     def labels(self) -> list[str]:
@@ -141,14 +146,32 @@ class ModelRegistry:
         await asyncio.gather(*(m.batcher.stop() for m in self.models))
 
 
+def check_model_folders(settings: ServiceSettings) -> None:
+    """Before the server starts: every model folder exists and holds a manifest of the right kind
+    (ModelFormatError naming the folder otherwise), so a wrong path is one line, not a failed start-up."""
+    for kind, roots in (("student", settings.student), ("teacher", settings.teacher)):
+        for root in roots:
+            found = read_manifest_kind(root)
+            if found != kind:
+                raise ModelFormatError(root / MANIFEST, f"is a {found} model, but was given as a {kind}")
+
+
+def load_runtime(root: Path, expected: Kind, options: RuntimeOptions) -> Runtime:
+    """Load one model folder; raise ModelFormatError naming the file if it is missing or damaged."""
+    kind = read_manifest_kind(root)
+    if kind != expected:
+        raise ModelFormatError(root / MANIFEST, f"is a {kind} model, but was given as a {expected}")
+    runtime: Runtime = (StudentRuntime if expected == "student" else TeacherRuntime).load(root, options)
+    return runtime
+
+
 def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePlan,
               metrics: ServiceMetrics, served_name: str | None = None, version: str = "1") -> ServedModel:
     started = time.perf_counter()
-    runtime = load_model(
-        root, kind, threads=settings.threads, providers=plan.providers,
-        verify_checksums=settings.verify_checksums, teacher_onnx_batch_size=settings.teacher_onnx_batch_size,
-    )
-    active = runtime.active_providers()
+    options = RuntimeOptions(settings.threads, tuple(plan.providers), settings.verify_checksums,
+                             settings.teacher_onnx_batch_size)
+    runtime = load_runtime(root, kind, options)
+    active = runtime.providers()
     device, note = plan.device, plan.note
     if plan.device == "cuda" and "CUDAExecutionProvider" not in active:
         # onnxruntime lists CUDA yet silently fell back (e.g. CUDA libraries missing).

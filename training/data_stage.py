@@ -9,13 +9,12 @@ What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.da
   duplicates dropped, and every text whose *normalized* form equals a dev or test text's dropped (the
   leak rule: the same snippet recurs across sources with other casing and punctuation); cut to
   ``data.max_corpus_texts``;
-- ``stats.json``: counts, the dropped texts among them; ``done.json``: written last, the data config
-  and input fingerprints used.
+- ``stats.json``: counts, the dropped texts among them; the done marker (``training.run_folder``):
+  written last, the data config and input fingerprints used.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -25,10 +24,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from training.config import DataConfig, RunConfig
 from training.data import SPLITS, DataError, LabeledSet, TaskData, iter_unlabeled, load_labeled_files
+from training.progress import track
+from training.run_folder import clear_done, fingerprint, is_done, write_done
 from training.tasks import CORPORA, TASKS, normalized
 
 
@@ -147,7 +146,7 @@ def _write_corpus(path: Path, config: DataConfig, task: TaskData, seed: int = 0)
                     return
                 windows = word_windows(text, config.augment_windows, config.augment_min_words, rng)
                 yield from builder.lines("augmented_windows", windows)
-    lines = tqdm(stream(), desc="corpus", unit=" texts", mininterval=1.0, disable=None)
+    lines = track(stream(), desc="corpus", unit=" texts")
     total = _write_atomic(path, lines)
     return {"texts": total, **builder.counts}
 
@@ -176,16 +175,16 @@ def _load_task(config: DataConfig) -> TaskData:
 def prepare_data(config: RunConfig) -> Path:
     """Writes the data stage of a run into ``<run_dir>/data`` and returns that folder.
 
-    Skipped when ``done.json`` records the same data config and input files; otherwise the marker is
+    Skipped when the done marker records the same data config and input files; otherwise the marker is
     removed first and written last, so a crash in between is redone, never mistaken for complete.
     """
-    out = config.run_dir / "data"
-    marker = {"data": dataclasses.asdict(config.data), "inputs": _inputs_fingerprint(config.data)}
-    done = out / "done.json"
-    if done.is_file() and json.loads(done.read_text(encoding="utf-8")) == marker:
+    out = config.run_folder.data
+    marker = {"data": config.data.model_dump(), "inputs": _inputs_fingerprint(config.data)}
+    key = fingerprint(marker)
+    if is_done(out, key):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    done.unlink(missing_ok=True)
+    clear_done(out)
     task = _load_task(config.data)
     _write_json(out / "labels.json", task.label_names)
     stats: dict[str, Any] = {"labels": task.label_names}
@@ -199,7 +198,7 @@ def prepare_data(config: RunConfig) -> Path:
         }
     stats["corpus"] = _write_corpus(out / "corpus.txt", config.data, task, config.seed)
     _write_json(out / "stats.json", stats)
-    _write_json(done, marker)
+    write_done(out, key, marker)
     return out
 
 

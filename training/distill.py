@@ -23,9 +23,10 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from service.model_format import atomic_write_json
+from sdcore.atomic import atomic_write_json
+from training.progress import note, progress
+from training.run_folder import done_file
 from training.student import DAN, Bags, drop_features, predict_logits, select_bags
 
 
@@ -118,7 +119,7 @@ def train_student(
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / f"{name}-last.pt", ckpt_dir / f"{name}-best.pt"
-    done_path = ckpt_dir / f"{name}-done.json"
+    done_path = done_file(ckpt_dir, name)
     spec_dict = asdict(spec)
     spec_dict["betas"] = list(spec.betas)
     spec_dict["inputs_key"] = inputs_key
@@ -155,7 +156,7 @@ def train_student(
             result = TrainResult(**state["result"])
             start_epoch = state["epoch"] + 1
             elapsed_before = result.wall_s
-            tqdm.write(f"[{name}] resuming after epoch {state['epoch'] + 1}/{spec.epochs}")
+            note(f"[{name}] resuming after epoch {state['epoch'] + 1}/{spec.epochs}")
         del state
 
     started = time.perf_counter()
@@ -163,8 +164,8 @@ def train_student(
         model.train()
         order = rng.permutation(len(train))
         loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{spec.epochs}", unit="step", leave=False)
-        for step in bar:
+        bar = progress(total=steps_per_epoch, desc=f"{name} epoch {epoch + 1}/{spec.epochs}", unit="step", leave=False)
+        for step in range(steps_per_epoch):
             index = order[step * spec.batch_size : (step + 1) * spec.batch_size]
             bags = drop_features(select_bags(train.rows, train.offsets, index), spec.feature_dropout, rng)
             target = torch.from_numpy(np.ascontiguousarray(train.targets[index]))
@@ -179,9 +180,11 @@ def train_student(
                 sched.step()
             loss_sum += loss.item()
             bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
+            bar.update(1)
+        bar.close()
         dev_acc = accuracy(model, dev_bags, dev_labels)
         result.history.append({"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "dev_acc": dev_acc})
-        tqdm.write(f"[{name}] epoch {epoch + 1}: loss {loss_sum / steps_per_epoch:.4f} dev acc {dev_acc:.4f}")
+        note(f"[{name}] epoch {epoch + 1}: loss {loss_sum / steps_per_epoch:.4f} dev acc {dev_acc:.4f}")
         if dev_acc > result.best_dev_acc:
             result.best_dev_acc, result.best_epoch = dev_acc, epoch + 1
             _atomic_torch_save(model.state_dict(), best_path)

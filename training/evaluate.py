@@ -8,7 +8,6 @@ are compared with the PyTorch student's on the same texts.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 import time
@@ -17,25 +16,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
-from service.model_format import atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.fasttext_baseline import train_fasttext
-from training.pipeline import _labeled_bags, _student_dir, final_student_name, load_student
+from training.run_folder import read_done
 from training.student import predict_logits
+from training.student_runs import final_stage, has_stage, labeled_bags, load_stage
 
-Z95 = 1.959964
 
-
-def wilson(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+def wilson(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` successes in ``total`` trials (scipy's)."""
     if total == 0:
         return (0.0, 0.0)
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str, Any]:
@@ -48,9 +45,9 @@ def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str
 
 
 def _student_scores(config: RunConfig, name: str, splits: dict[str, Any]) -> dict[str, float] | None:
-    if not (_student_dir(config) / f"{name}-best.pt").is_file():
+    if not has_stage(config, name):
         return None
-    model = load_student(config, name)
+    model = load_stage(config, name)
     return {
         f"{split}_acc": float((predict_logits(model, bags).argmax(1) == labels).mean())
         for split, (bags, labels) in splits.items()
@@ -60,8 +57,8 @@ def _student_scores(config: RunConfig, name: str, splits: dict[str, Any]) -> dic
 def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndarray) -> dict[str, Any]:
     runtime = StudentRuntime.load(config.student_dir)
     probs = runtime.predict(texts).probabilities
-    model = load_student(config, final_student_name(config))
-    bags, _ = _labeled_bags(config, "test")
+    model = load_stage(config, final_stage(config))
+    bags, _ = labeled_bags(config, "test")
     torch_probs = torch.softmax(torch.from_numpy(predict_logits(model, bags)), dim=-1).numpy()
     return {
         "test_acc": round(float((probs.argmax(1) == labels).mean()), 4),
@@ -72,14 +69,13 @@ def _exported_student_check(config: RunConfig, texts: list[str], labels: np.ndar
 
 def _labeling_facts(config: RunConfig) -> dict[str, Any]:
     """How the transfer corpus was labeled (from the label step's done marker), for the report."""
-    path = config.run_dir / "labels" / "done.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
+    done = read_done(config.run_folder.labels) or {}
     return {k: done.get(k) for k in ("texts", "texts_labeled", "seconds", "texts_per_second")}
 
 
 def _corpus_counts(config: RunConfig) -> dict[str, Any]:
     """Where the transfer corpus came from, and what the leak rule and dedup dropped (data/stats.json)."""
-    path = config.run_dir / "data" / "stats.json"
+    path = config.run_folder.data / "stats.json"
     corpus: dict[str, Any] = json.loads(path.read_text()).get("corpus", {}) if path.is_file() else {}
     return corpus
 
@@ -90,10 +86,10 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
     torch.set_num_threads(config.distill.threads or torch.get_num_threads())
     dev, test = load_split(config.run_dir, "dev"), load_split(config.run_dir, "test")
     n_dev, n_test = len(dev), len(test)
-    splits = {s: _labeled_bags(config, s) for s in ("dev", "test")}
+    splits = {s: labeled_bags(config, s) for s in ("dev", "test")}
     results: dict[str, Any] = {}
 
-    teacher = json.loads((config.run_dir / "teacher" / "metrics.json").read_text())
+    teacher = config.run_folder.teacher_metrics()
     results["teacher"] = scored(teacher["dev_acc"], teacher["test_acc"], n_dev, n_test)
     for key, name in (("dan_scratch", "scratch"), ("dan_kd", "kd"), ("dan_kd_ft", "ft")):
         acc = _student_scores(config, name, splits)
@@ -117,12 +113,12 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
     results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
     results["meta"] = {
         "config": config.source_path or config.name,
-        "command": " ".join(["python -m training", *sys.argv[1:]]) if sys.argv else "",
+        "command": " ".join(["sd", *sys.argv[1:]]) if sys.argv else "",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
         "n_dev": n_dev,
         "n_test": n_test,
-        "corpus_texts": json.loads((config.run_dir / "features" / "done.json").read_text()).get("texts"),
+        "corpus_texts": config.run_folder.corpus_texts(),
         # One length per teacher: fine-tuned, evaluated, exported and labeling at this many tokens.
         "teacher_max_length": teacher.get("max_length"),
         "teacher_base_model": teacher.get("base_model"),

@@ -1,39 +1,21 @@
 """Export a trained DAN as a student folder of the model repository (DESIGN.md section 3).
 
-The folder is assembled in a temporary sibling and renamed into place (atomic). Shards are written one
-row range at a time, so exporting a 1B-parameter table never holds a second copy of it in memory.
-``dtype`` is "float16" (default), "float32" or "int8" (symmetric, one float32 scale per row, written
-beside each shard as ``embeddings/scale-NNNNN.npy``: sdcore/quantize.py). Optional pruning keeps the K
-most frequent n-grams (rows are numbered by corpus frequency), as the paper's pruning ablation does
-after training.
+The format and its writer are ``sdcore.model_writer``; this module adds the torch side: the embedding
+table as numpy row ranges and the head as ONNX. ``dtype`` is "float16" (default), "float32" or "int8"
+(symmetric, one float32 scale per row, written beside each shard: sdcore/quantize.py).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from sdcore.quantize import quantize_rows
-from service.featurizer import FeaturizerSettings, keys_of_ngram_strings
-from service.model_format import (
-    HEAD_FILE,
-    SHARD_DTYPES,
-    FeaturizerSpec,
-    ShardEntry,
-    StudentManifest,
-    atomic_model_dir,
-    file_entry,
-    now_iso,
-    read_ngrams,
-    scale_name,
-    shard_name,
-    write_manifest,
-    write_vocabulary,
-)
+from sdcore.featurizer import FeaturizerSettings
+from sdcore.model_writer import write_student
 from training.student import DAN, Head
 
 
@@ -54,13 +36,18 @@ def export_head(head: Head, path: Path) -> None:
         )
 
 
-def write_pruned_vocabulary(vocab_dir: Path, out: Path, keep: int) -> list[str]:
-    """Vocabulary files for the first ``keep`` rows of ``vocab_dir`` (its rows are frequency-ordered)."""
-    ngrams = read_ngrams(vocab_dir)[:keep]
-    words = sorted({w for g in ngrams for w in g.split(" ")})
-    word_ids = {w: i for i, w in enumerate(words)}
-    keys = keys_of_ngram_strings(ngrams, word_ids)
-    return write_vocabulary(out, words, keys, np.arange(len(ngrams), dtype=np.int64), ngrams)
+class _TensorRows:
+    """A torch weight [rows, dim] read one row range at a time (no full numpy copy)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight.detach()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.weight.shape)
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        return self.weight[start:end].numpy()
 
 
 def export_student(
@@ -71,51 +58,15 @@ def export_student(
     settings: FeaturizerSettings,
     vocab_dir: Path,
     out_dir: Path,
-    dtype: str = "float16",
+    dtype: Literal["float16", "float32", "int8"] = "float16",
     prune_top_k: int = 0,
     shard_rows: int = 262_144,
     metrics: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Path:
-    if dtype not in SHARD_DTYPES:
-        raise ValueError(f"export dtype must be one of {SHARD_DTYPES}, got {dtype!r}")
-    weight = model.embedding.weight.detach()
-    vocab_size = int(weight.shape[0])
-    keep = min(prune_top_k, vocab_size) if prune_top_k > 0 else vocab_size
-    np_dtype = np.dtype(dtype)
-    with atomic_model_dir(out_dir) as tmp:
-        vocab_files = write_pruned_vocabulary(vocab_dir, tmp, keep)
-        (tmp / "embeddings").mkdir()
-        shards: list[ShardEntry] = []
-        for index, start in enumerate(range(0, keep, shard_rows)):
-            end = min(start + shard_rows, keep)
-            relative = shard_name(index)
-            block = weight[start:end].numpy()
-            scale = None
-            if dtype == "int8":
-                codes, scales = quantize_rows(block)
-                np.save(tmp / relative, codes)
-                np.save(tmp / scale_name(index), scales)
-                scale = file_entry(tmp, scale_name(index))
-            else:
-                np.save(tmp / relative, block.astype(np_dtype))
-            entry = file_entry(tmp, relative)
-            shards.append(ShardEntry(**entry.model_dump(), row_start=start, row_end=end, scale=scale))
-        export_head(model.head, tmp / HEAD_FILE)
-        manifest = StudentManifest(
-            name=name,
-            labels=labels,
-            featurizer=FeaturizerSpec(**settings.to_dict()),
-            vocab_size=keep,
-            embedding_dim=int(weight.shape[1]),
-            hidden_dim=model.head.hidden.out_features,
-            shard_dtype=dtype,  # type: ignore[arg-type]
-            shards=shards,
-            vocab_files=[file_entry(tmp, f) for f in vocab_files],
-            head=file_entry(tmp, HEAD_FILE),
-            metrics=metrics or {},
-            config=config or {},
-            created_at=now_iso(),
-        )
-        write_manifest(tmp, manifest)
-    return out_dir
+    return write_student(
+        out_dir, name=name, labels=labels, settings=settings, vocab_dir=vocab_dir,
+        table=_TensorRows(model.embedding.weight), hidden_dim=model.head.hidden.out_features,
+        write_head=lambda path: export_head(model.head, path), dtype=dtype, prune_top_k=prune_top_k,
+        shard_rows=shard_rows, metrics=metrics, config=config,
+    )

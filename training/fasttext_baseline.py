@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.featurizer import FeaturizerSettings, Tokenizer
+from sdcore.featurizer import FeaturizerSettings, Tokenizer
 
 
 @dataclass

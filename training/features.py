@@ -1,7 +1,8 @@
 """The transfer corpus as bags of vocabulary rows, streamed to disk once and memory-mapped for training.
 
 Files under ``run_dir/features/``: ``rows.bin`` (int32 rows of every text, concatenated, appended chunk
-by chunk), ``offsets.npy`` (int64, one more entry than texts), ``done.json``. The shared featurizer is
+by chunk), ``offsets.npy`` (int64, one more entry than texts), and the step's done marker
+(``training.run_folder``) with the texts, occurrences and mean coverage. The shared featurizer is
 used, so these rows are exactly what the served student computes for the same text.
 """
 
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from service.featurizer import NgramFeaturizer
-from service.model_format import atomic_write_json
+from sdcore.featurizer import NgramFeaturizer
+from training.progress import progress
+from training.run_folder import write_done
 
 
 @dataclass
@@ -30,8 +31,10 @@ class FeatureStore:
 
 
 def featurize_corpus(
-    featurizer: NgramFeaturizer, chunks: Iterable[Sequence[str]], out_dir: Path, total: int | None = None
+    featurizer: NgramFeaturizer, chunks: Iterable[Sequence[str]], out_dir: Path, key: str, total: int | None = None
 ) -> FeatureStore:
+    """Featurize the corpus into ``out_dir`` (assembled beside it, renamed into place); ``key`` is the
+    fingerprint its done marker records."""
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -39,7 +42,7 @@ def featurize_corpus(
     written = 0
     coverage_sum = 0.0
     texts_seen = 0
-    with (tmp / "rows.bin").open("wb") as fh, tqdm(total=total, desc="featurize corpus", unit="text") as bar:
+    with (tmp / "rows.bin").open("wb") as fh, progress(total=total, desc="featurize corpus", unit="text") as bar:
         for texts in chunks:
             occ = featurizer.occurrences(list(texts))
             occ.rows.astype(np.int32).tofile(fh)
@@ -49,10 +52,8 @@ def featurize_corpus(
             texts_seen += len(texts)
             bar.update(len(texts))
     np.save(tmp / "offsets.npy", np.concatenate(offsets))
-    atomic_write_json(
-        tmp / "done.json",
-        {"texts": texts_seen, "occurrences": written, "mean_coverage": coverage_sum / max(texts_seen, 1)},
-    )
+    write_done(tmp, key, {"texts": texts_seen, "occurrences": written,
+                          "mean_coverage": coverage_sum / max(texts_seen, 1)})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

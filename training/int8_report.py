@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model_format import load_student_manifest
+from sdcore.model_format import load_student_manifest
+from service.runtime import RuntimeOptions
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.data import load_split
@@ -48,7 +49,7 @@ def folder_bytes(root: Path) -> int:
 
 
 def score_student(root: Path, splits: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, Any]:
-    runtime = StudentRuntime.load(root, threads=1)
+    runtime = StudentRuntime.load(root, RuntimeOptions(threads=1))
     out: dict[str, Any] = {"path": str(root), "dtype": runtime.manifest.shard_dtype,
                            "table_bytes": table_bytes(root), "folder_bytes": folder_bytes(root)}
     for split, (texts, labels) in splits.items():
@@ -64,7 +65,7 @@ def score_fasttext(config: RunConfig, splits: dict[str, tuple[list[str], np.ndar
     import fasttext
 
     from loadtest.bench_prepare import FASTTEXT_PARAMS
-    from service.featurizer import Tokenizer
+    from sdcore.featurizer import Tokenizer
 
     params = params or FASTTEXT_PARAMS
     tokenize = Tokenizer(config.vocab.featurizer_settings())

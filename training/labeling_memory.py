@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.model_format import atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
 
 
 def _measure(teacher_dir: str, texts: list[str], batch_size: int, max_tokens: int, max_length: int,
@@ -26,9 +26,10 @@ def _measure(teacher_dir: str, texts: list[str], batch_size: int, max_tokens: in
     import onnxruntime as ort
 
     from loadtest.bench_memory import peak_rss_bytes
+    from service.runtime import RuntimeOptions
     from service.teacher_runtime import TeacherRuntime, token_budget_batches
 
-    runtime = TeacherRuntime.load(teacher_dir, threads=threads)
+    runtime = TeacherRuntime.load(teacher_dir, RuntimeOptions(threads=threads))
     runtime.tokenizer.enable_truncation(max_length)  # the ONNX graph takes any length up to its positions
     if not arena:
         options = ort.SessionOptions()

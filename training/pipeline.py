@@ -3,46 +3,38 @@
     data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export
     -> evaluate -> cascade
 
-Steps talk only through files under ``run_dir`` (see each module's docstring) and ``models/``.
-Each step records what it was made from; a step whose inputs or settings changed is redone.
+Steps talk only through files under ``run_dir`` and ``models/`` (``training.run_folder``). Each step
+first checks that its inputs exist (else: which step to run first), and records a fingerprint of what
+it was made from; a step whose inputs or settings changed is redone.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from service.model_format import atomic_write_json
+from sdcore.atomic import atomic_write_json
+from sdcore.errors import ProjectError
 from training.config import RunConfig
-from training.distill import BagSource, TrainResult, TrainSpec, accuracy, train_student
+from training.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.export import export_student
 from training.features import featurize_corpus, open_features
-from training.student import DAN, Bags, featurize_bags
+from training.run_folder import RunFolder, StepInputMissing, done_file, fingerprint, is_done, write_done
+from training.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
 from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
 
 
-def fingerprint(*parts: Any) -> str:
-    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)  # type: ignore[arg-type]
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+class StepError(ProjectError):
+    """Steps named or ordered wrongly, or a run folder that cannot be used as asked."""
 
-
-def _done(folder: Path, key: str) -> bool:
-    path = folder / "done.json"
-    if not path.is_file():
-        return False
-    try:
-        return bool(json.loads(path.read_text()).get("fingerprint") == key)
-    except json.JSONDecodeError:
-        return False
+    exit_code = 2
 
 
 def _set_threads(threads: int) -> None:
@@ -62,16 +54,21 @@ def step_data(config: RunConfig) -> None:
 def step_teacher(config: RunConfig) -> None:
     from training.teacher import finetune_teacher
 
+    config.run_folder.require("data")
     finetune_teacher(config)
 
 
 def step_teacher_export(config: RunConfig) -> None:
     from training.teacher_export import export_teacher
 
+    config.run_folder.require("teacher")
     export_teacher(config)
 
 
 def step_label(config: RunConfig) -> None:
+    folder = config.run_folder
+    folder.require("data")
+    folder.require("teacher-export" if config.labeling.backend == "onnx" else "teacher")
     if config.engine == "ray":
         from training.scale.labeling import label_corpus_ray
 
@@ -90,9 +87,10 @@ def vocab_key(config: RunConfig) -> str:
 def step_vocab(config: RunConfig) -> None:
     from training.data import count_corpus, iter_corpus
 
-    folder = config.run_dir / "vocab"
+    config.run_folder.require("data")
+    folder = config.run_folder.vocab
     key = vocab_key(config)
-    if _done(folder, key):
+    if is_done(folder, key):
         return
     limit = config.distill.corpus_texts
     total = count_corpus(config.run_dir, limit)
@@ -112,51 +110,23 @@ def step_vocab(config: RunConfig) -> None:
             total,
         )
     by_n = np.bincount([g.count(" ") + 1 for g in vocab.ngrams], minlength=settings.ngram_max + 1)
-    atomic_write_json(
-        folder / "done.json",
-        {"fingerprint": key, "size": len(vocab.ngrams), "words": len(vocab.words),
-         "by_n": {str(n): int(by_n[n]) for n in range(1, settings.ngram_max + 1)},
-         "min_count": int(vocab.counts[-1]) if len(vocab.counts) else 0},
-    )
+    write_done(folder, key, {"size": len(vocab.ngrams), "words": len(vocab.words),
+                             "by_n": {str(n): int(by_n[n]) for n in range(1, settings.ngram_max + 1)},
+                             "min_count": int(vocab.counts[-1]) if len(vocab.counts) else 0})
 
 
 def step_features(config: RunConfig) -> None:
     from training.data import count_corpus, iter_corpus
 
-    folder = config.run_dir / "features"
+    folder = config.run_folder
+    vocab = folder.require("vocab")
     key = vocab_key(config)
-    if _done(folder, key):
+    if is_done(folder.features, key):
         return
-    featurizer = load_vocab_featurizer(config.run_dir / "vocab", config.vocab.featurizer_settings())
-    featurize_corpus(
-        featurizer,
-        iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts),
-        folder,
-        count_corpus(config.run_dir, config.distill.corpus_texts),
-    )
-    info = json.loads((folder / "done.json").read_text())
-    atomic_write_json(folder / "done.json", {**info, "fingerprint": key})
-
-
-def _labeled_bags(config: RunConfig, split: str) -> tuple[Bags, np.ndarray]:
-    from training.data import load_split
-
-    data = load_split(config.run_dir, split)
-    featurizer = load_vocab_featurizer(config.run_dir / "vocab", config.vocab.featurizer_settings())
-    return featurize_bags(featurizer, data.texts), np.asarray(data.labels, dtype=np.int64)
-
-
-def new_student(config: RunConfig) -> DAN:
-    from training.data import load_label_names
-
-    vocab_size = int(json.loads((config.run_dir / "vocab" / "done.json").read_text())["size"])
-    torch.manual_seed(config.seed)
-    s = config.student
-    return DAN(vocab_size, s.embedding_dim, s.hidden_dim, len(load_label_names(config.run_dir)), s.dropout)
-
-
-def _student_dir(config: RunConfig) -> Path:
-    return config.run_dir / "student"
+    featurizer = load_vocab_featurizer(vocab, config.vocab.featurizer_settings())
+    limit = config.distill.corpus_texts
+    featurize_corpus(featurizer, iter_corpus(config.run_dir, config.vocab.chunk_texts, limit), folder.features,
+                     key, count_corpus(config.run_dir, limit))
 
 
 def _read(path: Path) -> str:
@@ -166,27 +136,28 @@ def _read(path: Path) -> str:
 def student_inputs_key(config: RunConfig, name: str) -> str:
     """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels,
     for FT the distilled weights it starts from."""
+    folder = config.run_folder
     base = [vocab_key(config), config.student, config.seed]
     if name == "kd":
         # What the labels are (teacher identity + the digest of every shard's texts), not when or how
         # fast they were made: a rerun of a finished label step must not retrain the student.
-        labels = config.run_dir / "labels"
-        base.append(_read(labels / "meta.json"))
-        base.extend(_read(p) for p in sorted(labels.glob("logits-*.sha256")))
+        base.append(_read(folder.labels / "meta.json"))
+        base.extend(_read(p) for p in sorted(folder.labels.glob("logits-*.sha256")))
     if name == "ft":
-        base.append(_read(_student_dir(config) / "kd-done.json"))
+        base.append(_read(done_file(folder.student, "kd")))
     return fingerprint(*base)
 
 
 def step_kd(config: RunConfig) -> TrainResult:
-    from training.labeling import load_teacher_logits
+    from training.label_shards import load_teacher_logits
 
+    folder = config.run_folder
     _set_threads(config.distill.threads)
-    store = open_features(config.run_dir / "features")
+    store = open_features(folder.require("features"))
     logits = load_teacher_logits(config.run_dir).astype(np.float32)
     if config.distill.corpus_texts:
         logits = logits[: config.distill.corpus_texts]
-    dev_bags, dev_labels = _labeled_bags(config, "dev")
+    dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill
     spec = TrainSpec(
@@ -195,18 +166,19 @@ def step_kd(config: RunConfig) -> TrainResult:
         seed=config.seed, checkpoint_every=d.checkpoint_every,
     )
     return train_student(model, spec, BagSource(store.rows, store.offsets, logits), dev_bags, dev_labels,
-                         _student_dir(config), "kd", student_inputs_key(config, "kd"))
+                         folder.student, "kd", student_inputs_key(config, "kd"))
 
 
 def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec) -> TrainResult:
     _set_threads(config.distill.threads)
-    train_bags, train_labels = _labeled_bags(config, "train")
-    dev_bags, dev_labels = _labeled_bags(config, "dev")
+    train_bags, train_labels = labeled_bags(config, "train")
+    dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     if init is not None:
-        model.load_state_dict(torch.load(_student_dir(config) / f"{init}-best.pt", weights_only=True))
+        config.run_folder.require(init)
+        model.load_state_dict(torch.load(config.run_folder.checkpoint(init), weights_only=True))
     return train_student(model, spec, BagSource.from_bags(train_bags, train_labels), dev_bags, dev_labels,
-                         _student_dir(config), name, student_inputs_key(config, name))
+                         config.run_folder.student, name, student_inputs_key(config, name))
 
 
 def step_ft(config: RunConfig) -> TrainResult | None:
@@ -229,39 +201,21 @@ def step_scratch(config: RunConfig) -> TrainResult | None:
     return _train_labeled(config, "scratch", None, spec)
 
 
-def final_student_name(config: RunConfig) -> str:
-    return "ft" if config.finetune.enabled else "kd"
-
-
-def load_student(config: RunConfig, name: str) -> DAN:
-    model = new_student(config)
-    model.load_state_dict(torch.load(_student_dir(config) / f"{name}-best.pt", weights_only=True))
-    return model.eval()
-
-
-def student_accuracies(config: RunConfig, model: DAN) -> dict[str, float]:
-    out = {}
-    for split in ("dev", "test"):
-        bags, labels = _labeled_bags(config, split)
-        out[f"{split}_acc"] = accuracy(model, bags, labels)
-    return out
-
-
 def step_export(config: RunConfig) -> None:
     export_final_student(config, config.student_dir, config.export.dtype)
 
 
-def export_final_student(config: RunConfig, out_dir: Path, dtype: str) -> Path:
+def export_final_student(config: RunConfig, out_dir: Path, dtype: Literal["float16", "float32", "int8"]) -> Path:
     """Export the run's final student (FT, else KD) to ``out_dir`` with table ``dtype``; the manifest
-    records the run config with that dtype (scripts/int8_report.py re-exports a run's student as int8)."""
+    records the run config with that dtype (``sd int8-report`` re-exports a run's student as int8)."""
     from training.data import load_label_names
 
-    name = final_student_name(config)
-    model = load_student(config, name)
-    teacher_metrics_path = config.run_dir / "teacher" / "metrics.json"
+    name = final_stage(config)
+    model = load_stage(config, name)
+    teacher_metrics_path = config.run_folder.teacher / "metrics.json"
     teacher_metrics = json.loads(teacher_metrics_path.read_text()) if teacher_metrics_path.is_file() else {}
     metrics = {
-        "student": {"stage": name, **student_accuracies(config, model)},
+        "student": {"stage": name, **stage_accuracies(config, model)},
         "teacher": {k: teacher_metrics.get(k) for k in ("dev_acc", "test_acc")},
     }
     e = config.export
@@ -269,7 +223,7 @@ def export_final_student(config: RunConfig, out_dir: Path, dtype: str) -> Path:
     recorded["export"]["dtype"] = dtype
     return export_student(
         model, name=out_dir.name, labels=load_label_names(config.run_dir), settings=config.vocab.featurizer_settings(),
-        vocab_dir=config.run_dir / "vocab", out_dir=out_dir, dtype=dtype, prune_top_k=e.prune_top_k,
+        vocab_dir=config.run_folder.vocab, out_dir=out_dir, dtype=dtype, prune_top_k=e.prune_top_k,
         shard_rows=e.shard_rows, metrics=metrics, config=recorded,
     )
 
@@ -277,6 +231,8 @@ def export_final_student(config: RunConfig, out_dir: Path, dtype: str) -> Path:
 def step_evaluate(config: RunConfig) -> None:
     from training.evaluate import evaluate_run
 
+    config.run_folder.require("teacher")
+    config.run_folder.require("export")
     evaluate_run(config)
 
 
@@ -285,6 +241,8 @@ def step_cascade(config: RunConfig) -> None:
         return
     from training.cascade import calibrate_cascade
 
+    config.run_folder.require("export")
+    config.run_folder.require("teacher-export")
     calibrate_cascade(config, config.evaluate.cascade_tolerance,
                       config.evaluate.cascade_report or f"reports/cascade-{config.name}")
 
@@ -305,23 +263,40 @@ STEPS: dict[str, Callable[[RunConfig], object]] = {
 }
 
 
+def select_steps(from_step: str | None = None, until: str | None = None) -> list[str]:
+    """The steps from ``from_step`` through ``until``, in pipeline order; refuses unknown or crossed bounds."""
+    names = list(STEPS)
+    for bound in (from_step, until):
+        if bound is not None and bound not in names:
+            raise StepError(f"unknown step {bound!r}; steps: {', '.join(names)}")
+    lo = names.index(from_step) if from_step else 0
+    hi = names.index(until) + 1 if until else len(names)
+    if lo >= hi:
+        raise StepError(f"--from {from_step} comes after --until {until}: no step to run",
+                        hint=f"steps run in this order: {', '.join(names)}")
+    return names[lo:hi]
+
+
 def peak_rss_gib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 TEACHER_STEPS = ("data", "teacher", "teacher-export", "label")
-SHARED_FOLDERS = ("data", "teacher", "labels")
+SHARED_FOLDERS = ("data", "teacher", "label")
 
 
 def link_teacher_run(config: RunConfig) -> None:
     """Point this run's data, teacher and labels folders at another run's (``reuse_teacher_run``)."""
     source = Path(config.reuse_teacher_run).resolve()
-    for folder in SHARED_FOLDERS:
-        target = source / folder
-        if not (target / "done.json").is_file() and not (target / "metrics.json").is_file():
-            raise RuntimeError(f"{target}: not finished; run that config's steps up to 'label' first")
-        link = config.run_dir / folder
+    other = RunFolder(source, Path(config.models_dir), config.name)
+    for step in SHARED_FOLDERS:
+        try:
+            target = other.require(step)
+        except StepInputMissing as exc:
+            raise StepError(f"reuse_teacher_run: {exc}",
+                            hint=f"run that config's steps up to 'label' first ({exc.hint})") from exc
+        link = config.run_folder.folder(step)
         if link.is_symlink() or not link.exists():
             link.unlink(missing_ok=True)
             link.symlink_to(target, target_is_directory=True)
@@ -331,7 +306,7 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
     """Run the named steps in pipeline order; record wall time and peak memory in run_dir/run.json."""
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
+        raise StepError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
     config.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.run_dir / "run.json"
     log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}

@@ -10,11 +10,12 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from service.featurizer import FeaturizerSettings
+from sdcore.featurizer import FeaturizerSettings
 from training.distill import BagSource, TrainSpec, train_student
 from training.export import export_student
 from training.student import DAN, featurize_bags
@@ -32,7 +33,7 @@ def make_tiny_student(
     embedding_dim: int = 16,
     hidden_dim: int = 16,
     epochs: int = 8,
-    dtype: str = "float16",
+    dtype: Literal["float16", "float32"] = "float16",
     prune_top_k: int = 0,
     shard_rows: int = 512,
     settings: FeaturizerSettings | None = None,

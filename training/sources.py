@@ -22,10 +22,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdcore.errors import ProjectError
+
 CHECKSUMS_FILE = "checksums.json"
 
 
-class FetchError(RuntimeError):
+class FetchError(ProjectError, RuntimeError):
     """A pinned distribution could not be obtained, or it is not the one we pinned."""
 
 

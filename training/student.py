@@ -14,7 +14,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from service.featurizer import NgramFeaturizer
+from sdcore.featurizer import NgramFeaturizer
 
 
 class Head(nn.Module):

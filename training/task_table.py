@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.model_format import atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
+from training.run_folder import StepInputMissing
 
 SYSTEMS = (
     ("teacher", "Teacher (MiniLM-L6, fine-tuned)"),
@@ -46,7 +47,7 @@ DEVIATIONS = (
 
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no accuracy report; run that config's evaluate step first")
+        raise StepInputMissing(path, "evaluate")  # of the config that writes this report
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 

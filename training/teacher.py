@@ -12,8 +12,6 @@ epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import random
@@ -25,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -34,10 +31,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from service.model_format import atomic_model_dir, atomic_write_json
+from sdcore.atomic import atomic_dir, atomic_write_json
+from sdcore.errors import ProjectError
 from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
+from training.progress import note, progress
+from training.run_folder import fingerprint, is_done, write_done
 from training.teacher_bases import resolve_named_base
 
 TEACHER_DIR = "teacher"
@@ -63,7 +63,7 @@ _PADDING_OFFSET_POSITIONS = {
 Progress = Callable[[int], object]
 
 
-class TeacherError(RuntimeError):
+class TeacherError(ProjectError, RuntimeError):
     """The teacher cannot be trained or loaded; the message names the folder or setting."""
 
 
@@ -185,11 +185,13 @@ def _seed_everything(seed: int) -> None:
 def _config_key(config: RunConfig) -> dict[str, Any]:
     """What decides the teacher's result; a finished teacher with the same key is reused.
 
-    ``threads`` changes speed only, so it is left out.
+    The labeled set it trains on and selects with is part of it (a digest of the data step's label
+    names and splits), so editing the training data redoes the teacher. ``threads`` changes speed
+    only, so it is left out.
     """
-    teacher = dataclasses.asdict(config.teacher)
+    teacher = config.teacher.model_dump()
     teacher.pop("threads")
-    return {"teacher": teacher, "seed": config.seed}
+    return {"teacher": teacher, "seed": config.seed, "data": config.run_folder.data_digest()}
 
 
 def _optimizer(
@@ -235,8 +237,8 @@ def _train_epoch(
     order = torch.randperm(len(train), generator=generator).tolist()
     batch_size = config.teacher.batch_size
     losses: list[float] = []
-    bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=1.0, disable=None)
-    for start in bar:
+    bar = progress(total=math.ceil(len(order) / batch_size), desc=desc, unit="batch")
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = tokenizer(
             [train.texts[i] for i in idx],
@@ -253,27 +255,25 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        bar.update(1)
+    bar.close()
     return float(np.mean(losses)) if losses else math.nan
 
 
-def _is_done(out: Path, key: dict[str, Any]) -> bool:
-    metrics = out / METRICS_FILE
-    if not (metrics.is_file() and (out / MODEL_SUBDIR / "config.json").is_file()):
-        return False
-    try:
-        return bool(json.loads(metrics.read_text(encoding="utf-8")).get("config") == key)
-    except (OSError, json.JSONDecodeError):
-        return False
+def teacher_is_done(config: RunConfig) -> bool:
+    """A fine-tuned teacher is there for this config's teacher settings, seed and labeled data."""
+    out = config.run_folder.teacher
+    return is_done(out, fingerprint(_config_key(config))) and (out / MODEL_SUBDIR / "config.json").is_file()
 
 
 def finetune_teacher(config: RunConfig) -> Path:
     """Fine-tune the teacher, keep the epoch with the best dev accuracy, return its model folder.
 
-    Skipped when ``<run_dir>/teacher/metrics.json`` records the same teacher settings and seed.
+    Skipped when the teacher folder's done marker records the same settings, seed and labeled data.
     """
-    out = config.run_dir / TEACHER_DIR
+    out = config.run_folder.teacher
     key = _config_key(config)
-    if not _is_done(out, key):
+    if not teacher_is_done(config):
         with torch_threads(config.teacher.threads):
             _finetune(config, out, key)
     return out / MODEL_SUBDIR
@@ -326,7 +326,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
                 "seconds": round(time.perf_counter() - epoch_start, 2),
             }
         )
-        tqdm.write(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
+        note(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
         if dev_acc > best_acc:  # model selection on dev, as the paper does for every model
             best_acc, best_epoch = dev_acc, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -345,15 +345,11 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "test_acc": accuracy(test_logits, test.labels),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    with atomic_model_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / MODEL_SUBDIR)
         tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
         atomic_write_json(tmp / METRICS_FILE, metrics)
+        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
 
 
-def read_teacher_metrics(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / TEACHER_DIR / METRICS_FILE
-    if not path.is_file():
-        raise TeacherError(f"{path}: missing; fine-tune the teacher first")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+

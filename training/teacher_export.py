@@ -1,4 +1,4 @@
-"""Export the fine-tuned teacher into the model repository (format v1, service/model_format.py).
+"""Export the fine-tuned teacher into the model repository (format v1, sdcore/model_format.py).
 
 ``models/<name>-teacher/`` gets ``model.onnx`` (float32; inputs ``input_ids``, ``attention_mask`` and
 ``token_type_ids`` when the tokenizer produces them; output ``logits``; batch and sequence axes
@@ -27,18 +27,17 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from service.model_format import (
+from sdcore.atomic import atomic_dir
+from sdcore.model_format import (
     TEACHER_ONNX,
     TEACHER_TOKENIZER_DIR,
     ModelFormatError,
     TeacherManifest,
-    atomic_model_dir,
-    file_entry,
     load_teacher_manifest,
-    now_iso,
     verify_teacher,
-    write_manifest,
 )
+from sdcore.model_writer import file_entry, now_iso, write_manifest
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
 from training.data import load_label_names, load_split
@@ -51,7 +50,6 @@ from training.teacher import (
     load_classifier,
     max_input_tokens,
     predict_logits,
-    read_teacher_metrics,
     torch_threads,
 )
 
@@ -146,7 +144,7 @@ def _check_texts(config: RunConfig) -> list[str]:
 def _check_export(
     root: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
 ) -> float:
-    runtime = TeacherRuntime.load(root, threads=torch.get_num_threads())
+    runtime = TeacherRuntime.load(root, RuntimeOptions(threads=torch.get_num_threads()))
     expected = predict_logits(model, tokenizer, texts, 16, max_length)
     got = runtime.logits(texts, batch_size=16)
     diff = float(np.abs(got - expected).max()) if texts else 0.0
@@ -181,7 +179,7 @@ def export_teacher(config: RunConfig) -> Path:
     source = config.run_dir / TEACHER_DIR / MODEL_SUBDIR
     if not (source / "config.json").is_file():
         raise TeacherError(f"{source}: no fine-tuned teacher; run the teacher step first")
-    metrics = read_teacher_metrics(config.run_dir)
+    metrics = config.run_folder.teacher_metrics()
     if _already_exported(config, metrics):
         return config.teacher_dir
     tokenizer, model = load_classifier(source)
@@ -193,7 +191,7 @@ def export_teacher(config: RunConfig) -> Path:
     names = input_names(tokenizer)
     texts = _check_texts(config)
     final = config.teacher_dir
-    with torch_threads(config.teacher.threads), atomic_model_dir(final) as tmp:
+    with torch_threads(config.teacher.threads), atomic_dir(final) as tmp:
         export_onnx(model, tokenizer, names, tmp / TEACHER_ONNX, max(texts, key=len))
         save_serving_tokenizer(tokenizer, tmp / TEACHER_TOKENIZER_DIR, max_length)
         tokenizer_files = (tmp / TEACHER_TOKENIZER_DIR).rglob("*")

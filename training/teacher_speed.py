@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model_format import atomic_write_bytes, atomic_write_json
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from training.tasks import TASKS
 from training.teacher import load_classifier, max_input_tokens, predict_logits, resolve_base_model
 

@@ -13,7 +13,7 @@ How memory stays bounded on a corpus larger than RAM (an external-memory count):
 
 Rows are then numbered by count (descending; ties by n-gram string), so pruning to the top K' rows at
 export keeps the K' most frequent n-grams. Lookup keys are recomputed from word ids
-(service.featurizer), the form the serving featurizer uses.
+(sdcore.featurizer), the form the serving featurizer uses.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
-from service.featurizer import (
+from sdcore.featurizer import (
     FeaturizerSettings,
     NgramFeaturizer,
     Tokenizer,
@@ -37,7 +36,9 @@ from service.featurizer import (
     keys_of_ngram_strings,
     mix_keys,
 )
-from service.model_format import load_featurizer, write_vocabulary
+from sdcore.model_format import load_featurizer
+from sdcore.model_writer import write_vocabulary
+from training.progress import progress, track
 
 PAIR = np.dtype([("key", "<u8"), ("count", "<i8")])
 Keys = npt.NDArray[np.uint64]
@@ -158,14 +159,14 @@ def count_top_ngrams(
     """Hash keys and counts of the k most frequent n-grams over all chunks (see module docstring)."""
     tokenize = Tokenizer(settings)
     spill = SpillPartitions(spill_dir, partitions)
-    with tqdm(total=total_texts, desc="count n-grams", unit="text") as bar:
+    with progress(total=total_texts, desc="count n-grams", unit="text") as bar:
         for texts in chunks:
             ng = chunk_ngrams(texts, tokenize, settings)
             spill.add(*reduce_pairs(ng.keys, np.ones(ng.keys.size, dtype=np.int64)))
             bar.update(len(texts))
     best_keys, best_counts = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     budget = int(memory_mb * 2**20)
-    for path in tqdm(spill.paths, desc="reduce partitions", unit="part"):
+    for path in track(spill.paths, desc="reduce partitions", unit="part"):
         for keys, counts in reduce_spill(path, budget, k, shift=0, partitions=partitions):
             best_keys, best_counts = top_k(
                 np.concatenate([best_keys, keys]), np.concatenate([best_counts, counts]), k
@@ -185,7 +186,7 @@ def recover_strings(
     found: list[str | None] = [None] * keys.size
     resolved = np.zeros(keys.size, dtype=bool)  # by position in sorted_keys
     missing = keys.size
-    with tqdm(total=total_texts, desc="n-gram strings", unit="text") as bar:
+    with progress(total=total_texts, desc="n-gram strings", unit="text") as bar:
         for texts in chunks:
             ng = chunk_ngrams(texts, tokenize, settings)
             uniq, first = np.unique(ng.keys, return_index=True)

@@ -15,7 +15,7 @@ from fastapi import Request, Response
 from service.errors import ClientClosed
 from service.logging_setup import note_inference
 from service.registry import ServedModel
-from service.runtimes import Predictions
+from service.runtime import Predictions
 
 from .schemas import StudentPrediction, TeacherPrediction
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictStr, WithJsonSchema
 
-from service.cascade import PolicySource
+from service.cascade_policy import PolicySource
 
 
 def _has_content(text: str) -> str:
@@ -154,7 +154,7 @@ class CascadeResponse(BaseModel):
 
 
 class CascadeOperatingPoint(BaseModel):
-    """The cascade calibrated on dev and stored in the student's manifest (``python -m training cascade``)."""
+    """The cascade calibrated on dev and stored in the student's manifest (``sd run --step cascade``)."""
 
     temperature: float
     confidence_threshold: float

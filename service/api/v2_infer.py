@@ -23,7 +23,7 @@ from service.api.inference import Timed, run_model
 from service.api.routes.cascade import run_cascade, teacher_for
 from service.api.v2_codec import Tensor
 from service.api.v2_schemas import ModelMetadata, TensorMetadata
-from service.cascade import Thresholds, resolve_policy
+from service.cascade_policy import Thresholds, resolve_policy
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry, ServedModel

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.server_process import ServerNotReady, ServerProcess
 from training.data import TaskData
 from training.quick import copy_model, make_tiny_student
 
@@ -28,47 +29,23 @@ def student(tmp_path_factory: pytest.TempPathFactory, mr_small: TaskData) -> Pat
     return make_tiny_student(out, mr_small.train.texts, mr_small.train.labels, mr_small.label_names)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class Server(ServerProcess):
+    """The service process of one test, its output in the test's folder."""
 
-
-class Server:
     def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            cwd=REPO_ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )
+        super().__init__(args, log=log, cwd=REPO_ROOT)
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Poll /readyz until 200, failing early if the process dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval, not a wait for something to happen
-        raise AssertionError(f"not ready within {timeout} s:\n{self.output()}")
+    def wait_ready(self, timeout_s: float = 90.0) -> Server:
+        try:
+            super().wait_ready(timeout_s)
+        except ServerNotReady as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from exc
+        return self
 
-    def output(self) -> str:
-        self._log_file.flush()
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
+    def stop(self, timeout_s: float = 10.0) -> int:
+        if self.process.poll() is None:  # a test's server is killed, not drained
             self.process.kill()
-            self.process.wait(10)
-        self._log_file.close()
+        return super().stop(timeout_s)
 
 
 @pytest.fixture

@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from service.featurizer import FeaturizerSettings
-from service.model_format import (
-    HEAD_FILE,
-    MANIFEST,
-    ModelFormatError,
-    load_student_manifest,
-    read_ngrams,
-)
+from sdcore.featurizer import FeaturizerSettings
+from sdcore.model_format import HEAD_FILE, MANIFEST, ModelFormatError, load_student_manifest, read_ngrams
+from service.runtime import RuntimeOptions
 from service.student_runtime import EmbeddingTable, StudentRuntime, mean_pool
 from training import export as export_module
 from training.data import TaskData
@@ -114,7 +109,7 @@ def test_the_trained_model_learned_something(trained: Trained, mr_small: TaskDat
 
 
 def test_float32_student_equals_pytorch(trained: Trained, float32_model: Path) -> None:
-    runtime = StudentRuntime.load(float32_model, threads=1)
+    runtime = StudentRuntime.load(float32_model, RuntimeOptions(threads=1))
     out = runtime.predict(trained.texts)
     expected = torch_probabilities(trained, trained.texts)
     np.testing.assert_allclose(out.probabilities, expected, atol=1e-5, rtol=0)
@@ -135,13 +130,13 @@ def test_training_and_serving_featurizers_give_the_same_ids(
     whether training featurized texts in memory (labeled sets) or streamed the corpus to disk (KD)."""
     texts = [*mr_small.train.texts, *trained.texts]
     training_side = featurize_bags(load_vocab_featurizer(trained.vocab_dir, trained.settings), texts)
-    serving = StudentRuntime.load(float32_model, threads=1).featurizer.occurrences(texts)
+    serving = StudentRuntime.load(float32_model, RuntimeOptions(threads=1)).featurizer.occurrences(texts)
     assert np.array_equal(serving.rows, training_side.rows)
     assert np.array_equal(serving.offsets(), training_side.offsets)
 
     featurizer = load_vocab_featurizer(trained.vocab_dir, trained.settings)
     chunks = [texts[lo : lo + 97] for lo in range(0, len(texts), 97)]
-    store = featurize_corpus(featurizer, chunks, tmp_path / "features", total=len(texts))
+    store = featurize_corpus(featurizer, chunks, tmp_path / "features", "key", total=len(texts))
     assert len(store) == len(texts) and store.rows.dtype == np.int32
     everything = select_bags(store.rows, store.offsets, np.arange(len(texts), dtype=np.int64))
     assert np.array_equal(everything.rows, training_side.rows)
@@ -153,14 +148,14 @@ def test_training_and_serving_featurizers_give_the_same_ids(
 
 def test_float16_student_is_close_to_pytorch(trained: Trained, tmp_path: Path) -> None:
     out_dir = export(trained, tmp_path / "f16")  # float16 is the default
-    runtime = StudentRuntime.load(out_dir, threads=1)
+    runtime = StudentRuntime.load(out_dir, RuntimeOptions(threads=1))
     assert runtime.manifest.shard_dtype == "float16"
     probs = runtime.predict(trained.texts).probabilities
     np.testing.assert_allclose(probs, torch_probabilities(trained, trained.texts), atol=2e-3, rtol=0)
 
 
 def test_empty_and_unknown_texts_pool_to_zeros_like_embedding_bag(trained: Trained, float32_model: Path) -> None:
-    runtime = StudentRuntime.load(float32_model, threads=1)
+    runtime = StudentRuntime.load(float32_model, RuntimeOptions(threads=1))
     texts = ["", "zxqv blorf snargle", "!!!"]
     pooled, _ = runtime.pool(texts)
     assert np.array_equal(pooled, np.zeros((3, 24), dtype=np.float32))
@@ -175,7 +170,7 @@ def test_empty_and_unknown_texts_pool_to_zeros_like_embedding_bag(trained: Train
 
 
 def test_pooling_is_the_mean_with_multiplicity(trained: Trained, float32_model: Path) -> None:
-    runtime = StudentRuntime.load(float32_model, threads=1)
+    runtime = StudentRuntime.load(float32_model, RuntimeOptions(threads=1))
     texts = ["bad bad bad movie", trained.texts[0]]
     pooled, _ = runtime.pool(texts)
     bags = featurize_bags(load_vocab_featurizer(trained.vocab_dir, trained.settings), texts)
@@ -186,12 +181,12 @@ def test_pooling_is_the_mean_with_multiplicity(trained: Trained, float32_model: 
 
 def test_multi_shard_table_equals_single_shard(trained: Trained, float32_model: Path, tmp_path: Path) -> None:
     out_dir = export(trained, tmp_path / "sharded", dtype="float32", shard_rows=700)
-    sharded = StudentRuntime.load(out_dir, threads=1)
+    sharded = StudentRuntime.load(out_dir, RuntimeOptions(threads=1))
     shards = sharded.manifest.shards
     assert [(s.row_start, s.row_end) for s in shards] == [(0, 700), (700, 1400), (1400, 2100), (2100, 2800),
                                                            (2800, 3000)]
     assert [s.path for s in shards] == [f"embeddings/shard-{i:05d}.npy" for i in range(5)]
-    single = StudentRuntime.load(float32_model, threads=1)
+    single = StudentRuntime.load(float32_model, RuntimeOptions(threads=1))
     a, b = sharded.predict(trained.texts), single.predict(trained.texts)
     np.testing.assert_array_equal(sharded.pool(trained.texts)[0], single.pool(trained.texts)[0])
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
@@ -201,7 +196,7 @@ def test_multi_shard_table_equals_single_shard(trained: Trained, float32_model: 
 def test_pruning_keeps_the_first_k_rows(trained: Trained, tmp_path: Path) -> None:
     keep = 400
     out_dir = export(trained, tmp_path / "pruned", dtype="float32", prune_top_k=keep, shard_rows=150)
-    runtime = StudentRuntime.load(out_dir, threads=1)
+    runtime = StudentRuntime.load(out_dir, RuntimeOptions(threads=1))
     manifest = runtime.manifest
     assert manifest.vocab_size == keep
     assert manifest.shards[-1].row_end == keep
@@ -214,7 +209,7 @@ def test_pruning_keeps_the_first_k_rows(trained: Trained, tmp_path: Path) -> Non
     # The pruned student is the PyTorch DAN that only sees the first `keep` rows.
     out = runtime.predict(trained.texts)
     np.testing.assert_allclose(out.probabilities, torch_probabilities(trained, trained.texts, keep), atol=1e-5)
-    full = StudentRuntime.load(export(trained, tmp_path / "full", dtype="float32"), threads=1)
+    full = StudentRuntime.load(export(trained, tmp_path / "full", dtype="float32"), RuntimeOptions(threads=1))
     assert np.all(out.coverage <= full.predict(trained.texts).coverage)
     # A prune_top_k above the vocabulary keeps everything.
     big = load_student_manifest(export(trained, tmp_path / "big", prune_top_k=10 * VOCAB_SIZE))
@@ -243,8 +238,8 @@ def test_int8_student_round_trip(trained: Trained, tmp_path: Path) -> None:
                    for d in (f16_dir, int8_dir)}
     assert shard_bytes[int8_dir] < 0.55 * shard_bytes[f16_dir]
 
-    kernel = StudentRuntime.load(int8_dir, threads=1)
-    reference = StudentRuntime.load(int8_dir, threads=1, backend="numpy")
+    kernel = StudentRuntime.load(int8_dir, RuntimeOptions(threads=1))
+    reference = StudentRuntime.load(int8_dir, RuntimeOptions(threads=1, backend="numpy"))
     pooled, _ = kernel.pool(trained.texts)
     np.testing.assert_allclose(pooled, reference.pool(trained.texts)[0], rtol=1e-5, atol=1e-6)
     # Pooling the dequantized table in float32 gives the same vectors.
@@ -268,8 +263,8 @@ def test_a_damaged_int8_scale_file_is_refused(trained: Trained, tmp_path: Path) 
 
 def test_the_kernel_and_the_numpy_reference_serve_the_same_probabilities(trained: Trained, tmp_path: Path) -> None:
     root = export(trained, tmp_path / "f16", shard_rows=900)
-    kernel = StudentRuntime.load(root, threads=2)
-    reference = StudentRuntime.load(root, threads=1, backend="numpy")
+    kernel = StudentRuntime.load(root, RuntimeOptions(threads=2))
+    reference = StudentRuntime.load(root, RuntimeOptions(threads=1, backend="numpy"))
     assert kernel.backend == "kernel" and reference.backend == "numpy"
     a, b = kernel.predict(trained.texts), reference.predict(trained.texts)
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6, rtol=0)
@@ -287,7 +282,7 @@ def test_a_model_made_by_another_featurizer_is_refused(tiny_model: Path, tmp_pat
     assert_refused(root, manifest, "made by featurizer 'sd-ngram-v2'")
     del data["featurizer"]["spec"]  # a manifest from before the spec was recorded: the same featurizer
     manifest.write_text(json.dumps(data), encoding="utf-8")
-    assert StudentRuntime.load(root, threads=1).manifest.featurizer.spec == "sd-ngram-v1"
+    assert StudentRuntime.load(root, RuntimeOptions(threads=1)).manifest.featurizer.spec == "sd-ngram-v1"
 
 
 # --- make_tiny_student ------------------------------------------------------------------------------
@@ -300,7 +295,7 @@ def tiny_model(mr_small: TaskData, tmp_path_factory: pytest.TempPathFactory, tor
 
 
 def test_tiny_student_is_a_working_model(tiny_model: Path, mr_small: TaskData) -> None:
-    runtime = StudentRuntime.load(tiny_model, threads=1)
+    runtime = StudentRuntime.load(tiny_model, RuntimeOptions(threads=1))
     manifest = runtime.manifest
     assert manifest.name == "tiny-mr" and manifest.labels == ["negative", "positive"]
     assert manifest.shard_dtype == "float16"
@@ -312,7 +307,7 @@ def test_tiny_student_is_a_working_model(tiny_model: Path, mr_small: TaskData) -
 
 
 def test_batched_predict_equals_one_by_one(tiny_model: Path, trained: Trained) -> None:
-    runtime = StudentRuntime.load(tiny_model, threads=1)
+    runtime = StudentRuntime.load(tiny_model, RuntimeOptions(threads=1))
     texts = trained.texts[:60] + EXTRA_TEXTS
     batch = runtime.predict(texts)
     for i, text in enumerate(texts):
@@ -333,7 +328,7 @@ def damaged_copy(src: Path, tmp_path: Path) -> Path:
 
 def assert_refused(root: Path, bad_file: Path, problem: str) -> None:
     with pytest.raises(ModelFormatError, match=problem) as caught:
-        StudentRuntime.load(root, threads=1)
+        StudentRuntime.load(root, RuntimeOptions(threads=1))
     assert caught.value.path == bad_file
     assert str(bad_file) in str(caught.value)
 
@@ -345,7 +340,7 @@ def test_a_flipped_byte_in_a_shard_is_refused(tiny_model: Path, tmp_path: Path) 
     data[-5] ^= 0x01  # inside the table, not the header: the size is unchanged
     shard.write_bytes(bytes(data))
     assert_refused(root, shard, "sha256")
-    StudentRuntime.load(root, threads=1, verify_checksums=False)  # only the checksum could see it
+    StudentRuntime.load(root, RuntimeOptions(threads=1, verify_checksums=False))  # only the checksum could see it
 
 
 def test_a_truncated_shard_is_refused(tiny_model: Path, tmp_path: Path) -> None:
@@ -414,7 +409,7 @@ def test_a_failed_export_leaves_the_previous_one_untouched(
 ) -> None:
     out_dir = export(trained, tmp_path / "model", dtype="float32", shard_rows=1000)
     before = snapshot(out_dir)
-    probs_before = StudentRuntime.load(out_dir, threads=1).predict(trained.texts).probabilities
+    probs_before = StudentRuntime.load(out_dir, RuntimeOptions(threads=1)).predict(trained.texts).probabilities
 
     def broken_head(head: object, path: Path) -> None:
         raise RuntimeError("interrupted")
@@ -424,7 +419,7 @@ def test_a_failed_export_leaves_the_previous_one_untouched(
         export(trained, out_dir, dtype="float16", prune_top_k=100)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert snapshot(out_dir) == before
-    after = StudentRuntime.load(out_dir, threads=1).predict(trained.texts).probabilities
+    after = StudentRuntime.load(out_dir, RuntimeOptions(threads=1)).predict(trained.texts).probabilities
     np.testing.assert_array_equal(after, probs_before)
 
     monkeypatch.undo()  # a later successful export replaces it whole

@@ -7,7 +7,6 @@ damaged model file is refused with an error naming it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,18 +19,14 @@ import numpy as np
 import pytest
 from transformers import AutoConfig, AutoTokenizer
 
-from service.model_format import ModelFormatError, load_teacher_manifest, verify_teacher
+from sdcore.model_format import ModelFormatError, load_teacher_manifest, verify_teacher
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime, load_tokenizer
 from training.config import RunConfig
 from training.data import TaskData, count_corpus, iter_corpus, load_label_names, load_split
-from training.labeling import (
-    DONE_FILE,
-    LABELS_DIR,
-    LabelingError,
-    label_corpus,
-    load_teacher_logits,
-    shard_path,
-)
+from training.label_shards import LABELS_DIR, load_teacher_logits, shard_path
+from training.labeling import label_corpus
+from training.run_folder import DONE, StepInputMissing
 from training.teacher import (
     METRICS_FILE,
     TEACHER_DIR,
@@ -64,7 +59,7 @@ def copy_run(config: RunConfig, dest: Path) -> RunConfig:
     """A private copy of a run and its exported teacher, to change or damage freely."""
     shutil.copytree(config.run_dir, dest / "run")
     shutil.copytree(config.teacher_dir, dest / "models" / config.teacher_dir.name)
-    return dataclasses.replace(config, workdir=str(dest / "run"), models_dir=str(dest / "models"))
+    return config.model_copy(update=dict(workdir=str(dest / "run"), models_dir=str(dest / "models")))
 
 
 def metrics(config: RunConfig) -> dict[str, Any]:
@@ -111,7 +106,7 @@ def test_manifest_records_inputs_metrics_config_and_a_capped_max_length(run: Run
 
 @pytest.mark.slow
 def test_onnx_logits_equal_torch_at_several_lengths_and_batch_sizes(run: RunConfig) -> None:
-    runtime = TeacherRuntime.load(run.teacher_dir, threads=1)
+    runtime = TeacherRuntime.load(run.teacher_dir, RuntimeOptions(threads=1))
     tokenizer, model = load_classifier(run.run_dir / TEACHER_DIR / "model")
     texts = probe_texts(run.run_dir)
     seen_lengths = set()
@@ -141,7 +136,7 @@ def test_onnx_logits_equal_torch_at_several_lengths_and_batch_sizes(run: RunConf
 
 @pytest.mark.slow
 def test_runtime_equals_torch_and_batched_equals_one_by_one(run: RunConfig) -> None:
-    runtime = TeacherRuntime.load(run.teacher_dir, threads=1)
+    runtime = TeacherRuntime.load(run.teacher_dir, RuntimeOptions(threads=1))
     tokenizer, model = load_classifier(run.run_dir / TEACHER_DIR / "model")
     texts = probe_texts(run.run_dir)
     assert [e.ids for e in runtime.encode(texts)] == tokenizer(texts, truncation=True, max_length=runtime.max_length)[
@@ -155,7 +150,7 @@ def test_runtime_equals_torch_and_batched_equals_one_by_one(run: RunConfig) -> N
     assert batched.dtype == np.float32 and batched.shape == (len(texts), len(runtime.labels))
     # Logits that barely vary between texts would make the comparisons above prove nothing.
     assert np.std(batched[:, 0]) > 10 * ATOL
-    probabilities = runtime.predict(texts)
+    probabilities = runtime.predict(texts).probabilities
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert runtime.logits([]).shape == (0, len(runtime.labels))
 
@@ -191,13 +186,13 @@ def test_labeling_resumes_after_an_interruption(
         label_corpus(config)
     monkeypatch.undo()
     assert sorted(p.name for p in labels_dir.glob("logits-*.npy")) == [shard_path(labels_dir, i).name for i in range(3)]
-    assert not (labels_dir / DONE_FILE).exists()
-    with pytest.raises(LabelingError, match=r"done\.json"):
+    assert not (labels_dir / DONE).exists()
+    with pytest.raises(StepInputMissing, match="made by the label step"):
         load_teacher_logits(config.run_dir)
     kept = {i: shard_path(labels_dir, i).stat().st_mtime_ns for i in range(3)}
 
     label_corpus(config)
-    done = json.loads((labels_dir / DONE_FILE).read_text())
+    done = json.loads((labels_dir / DONE).read_text())
     assert done["computed_shards"] == len(shards) - 3
     assert {i: shard_path(labels_dir, i).stat().st_mtime_ns for i in range(3)} == kept
     np.testing.assert_array_equal(load_teacher_logits(config.run_dir), reference)
@@ -205,7 +200,7 @@ def test_labeling_resumes_after_an_interruption(
     # A lost last shard: only that one is labeled again.
     shard_path(labels_dir, len(shards) - 1).unlink()
     label_corpus(config)
-    assert json.loads((labels_dir / DONE_FILE).read_text())["computed_shards"] == 1
+    assert json.loads((labels_dir / DONE).read_text())["computed_shards"] == 1
     np.testing.assert_array_equal(load_teacher_logits(config.run_dir), reference)
 
 
@@ -214,9 +209,9 @@ def test_torch_backend_labels_equal_the_onnx_labels(run: RunConfig, tmp_path: Pa
     config = copy_run(run, tmp_path)
     label_corpus(config)
     onnx_logits = load_teacher_logits(config.run_dir)
-    torch_config = dataclasses.replace(config, labeling=dataclasses.replace(config.labeling, backend="torch"))
+    torch_config = config.model_copy(update=dict(labeling=config.labeling.model_copy(update=dict(backend="torch"))))
     label_corpus(torch_config)
-    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    done = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     assert done["teacher"]["backend"] == "torch"
     assert done["computed_shards"] == done["shards"]  # another teacher: nothing of the old labels is kept
     np.testing.assert_allclose(load_teacher_logits(config.run_dir), onnx_logits, rtol=0, atol=ATOL)

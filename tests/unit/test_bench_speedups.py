@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.featurizer import FeaturizerSettings, NgramFeaturizer, NgramOccurrences, mix_keys
+from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, NgramOccurrences, mix_keys
 from service.student_runtime import EmbeddingTable, gather_cast_model, mean_pool
 
 

@@ -1,4 +1,4 @@
-"""Which cascade policy a request runs under (service.cascade.resolve_policy), and its settings."""
+"""Which cascade policy a request runs under (service.cascade_policy.resolve_policy), and its settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.cascade import CascadePolicy, Thresholds, resolve_policy
+from sdcore.cascade import CascadePolicy
+from service.cascade_policy import Thresholds, resolve_policy
 from service.settings import ServiceSettings
 
 STORED = CascadePolicy(temperature=1.7, confidence_threshold=0.8, coverage_threshold=0.3)

@@ -1,11 +1,11 @@
-"""The cascade's deferral rule (service.cascade) and its offline calibration helpers (training.cascade)."""
+"""The cascade's deferral rule (sdcore.cascade) and its offline calibration helpers (training.cascade)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service.cascade import CascadePolicy, calibrated, confidence, defer_mask
+from sdcore.cascade import CascadePolicy, calibrated, confidence, defer_mask
 from training.cascade import Answers, cascade_accuracy, fit_temperature, operating_point
 
 PROBS = np.array([[0.95, 0.05], [0.55, 0.45], [0.2, 0.8], [0.5, 0.5], [0.01, 0.99]])

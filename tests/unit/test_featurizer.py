@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.featurizer import (
+from sdcore.featurizer import (
     DEFAULT_TOKEN_PATTERN,
     FeaturizerError,
     FeaturizerSettings,
@@ -18,7 +18,8 @@ from service.featurizer import (
     keys_of_ngram_strings,
     reference_ngrams,
 )
-from service.model_format import load_featurizer, write_vocabulary
+from sdcore.model_format import load_featurizer
+from sdcore.model_writer import write_vocabulary
 
 # Texts chosen to hit the awkward cases: punctuation, unicode (accents, CJK, case folding), an empty
 # text, a text with no token (one-letter words only), one-word texts, repeats, and unknown words.

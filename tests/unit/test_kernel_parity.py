@@ -1,4 +1,4 @@
-"""The compiled kernel (sdcore.kernel) against the numpy reference (service.featurizer + mean_pool).
+"""The compiled kernel (sdcore.kernel) against the numpy reference (sdcore.featurizer + mean_pool).
 
 Identical rows, found and total counts for the same texts; pooled vectors within float32 rounding; over
 the whole MR corpus (sentences and review lines) and over inputs chosen to break a tokenizer: emoji,
@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from sdcore import kernel as sk
-from sdcore.spec import FEATURIZER_SPEC
-from service.featurizer import (
+from sdcore.featurizer import (
     FeaturizerSettings,
     NgramFeaturizer,
     Tokenizer,
@@ -25,6 +24,7 @@ from service.featurizer import (
     mix_keys,
     reference_ngrams,
 )
+from sdcore.spec import FEATURIZER_SPEC
 from service.student_runtime import EmbeddingTable, mean_pool
 from training.data import TaskData, mr_review_lines
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from training.run_folder import StepInputMissing
 from training.task_table import render_table, task_entry, write_corpus_curve, write_task_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_corpus_curve_orders_points_and_draws_a_png(reports: dict[str, Path], tm
 
 
 def test_task_table_names_a_missing_report(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="run that config's evaluate step first"):
+    with pytest.raises(StepInputMissing, match="made by the evaluate step"):
         write_task_table({"rt": tmp_path / "nope"}, tmp_path / "out", "test")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.featurizer import FeaturizerSettings, Tokenizer, mix_keys, reference_ngrams
+from sdcore.featurizer import FeaturizerSettings, Tokenizer, mix_keys, reference_ngrams
 from training import vocab as vocab_module
 from training.vocab import (
     Vocabulary,

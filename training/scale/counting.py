@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from service.featurizer import FeaturizerSettings, Tokenizer
+from sdcore.featurizer import FeaturizerSettings, Tokenizer
 from training.config import RunConfig
 from training.data import count_corpus, iter_corpus
+from training.progress import progress
 from training.scale.session import cluster_capacity, ray_session
 from training.vocab import (
     PAIR,
@@ -126,8 +127,6 @@ def find_strings(texts: Sequence[str], settings: FeaturizerSettings, wanted: Key
 
 def count_top_ngrams_ray(config: RunConfig, ray: Any, total: int) -> tuple[Keys, Counts, dict[str, Any]]:
     """Steps 1 to 3 of the module docstring: the keys and counts of the top ``vocab.size`` n-grams."""
-    from tqdm import tqdm
-
     settings = config.vocab.featurizer_settings()
     capacity = cluster_capacity(ray)
     reducers = max(1, capacity.nodes)
@@ -140,8 +139,7 @@ def count_top_ngrams_ray(config: RunConfig, ray: Any, total: int) -> tuple[Keys,
     in_flight: deque[tuple[int, list[Any]]] = deque()  # (texts, the reducers' add() refs) per chunk
     chunks = 0
     try:
-        with tqdm(total=total, desc=f"count n-grams (ray, {reducers} reducers)", unit=" texts",
-                  mininterval=1.0, disable=None) as bar:
+        with progress(total=total, desc=f"count n-grams (ray, {reducers} reducers)", unit=" texts") as bar:
             for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts):
                 parts = mapper.remote(texts, settings, reducers)
                 parts = parts if reducers > 1 else [parts]
@@ -168,8 +166,6 @@ def count_top_ngrams_ray(config: RunConfig, ray: Any, total: int) -> tuple[Keys,
 
 def recover_strings_ray(config: RunConfig, ray: Any, keys: Keys, total: int) -> list[str]:
     """Step 4: the string of each key (in the order of ``keys``), chunks read in corpus order."""
-    from tqdm import tqdm
-
     settings = config.vocab.featurizer_settings()
     wanted = ray.put(np.sort(keys))
     finder = ray.remote(find_strings).options(num_cpus=1)
@@ -184,7 +180,7 @@ def recover_strings_ray(config: RunConfig, ray: Any, keys: Keys, total: int) -> 
             found.setdefault(key, string)  # the earliest chunk wins, as in the local pass
         bar.update(size)
 
-    with tqdm(total=total, desc="n-gram strings (ray)", unit=" texts", mininterval=1.0, disable=None) as bar:
+    with progress(total=total, desc="n-gram strings (ray)", unit=" texts") as bar:
         for texts in iter_corpus(config.run_dir, config.vocab.chunk_texts, config.distill.corpus_texts):
             if len(found) == keys.size:
                 break

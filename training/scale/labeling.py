@@ -1,8 +1,9 @@
 """The ``label`` step on Ray: teacher actors label corpus shards; the driver writes them.
 
 Same outputs as ``training.labeling.label_corpus`` by construction: the folder is prepared, shards are
-cut, checked for completeness and named by that module's own helpers (imported, not copied), the
-teacher identity in ``meta.json`` comes from the same function, and each actor runs the same
+cut, checked for completeness, written and marked done by the same ``ShardBook``
+(``training.label_shards``); this module only maps shards to logits on actors. The teacher identity
+in ``meta.json`` comes from the same function, and each actor runs the same
 ``TeacherRuntime.logits`` on the same shard, so the logits differ at most by float rounding (thread
 counts differ). Local and Ray runs can resume each other's folders.
 
@@ -16,7 +17,7 @@ How it runs:
   a shard is written once. When an actor dies, each shard it held goes back to the front of the queue
   for the next free actor, and a new actor replaces it. ``ray.max_retries`` bounds both.
 - Progress: a bar over texts; at the end a summary of shards, workers and throughput, also kept in
-  ``done.json`` under ``"ray"``.
+  the step's done marker under ``"ray"``.
 """
 
 from __future__ import annotations
@@ -26,30 +27,19 @@ import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from service.model_format import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
 from training.config import RunConfig
-from training.data import count_corpus, iter_corpus, load_label_names
-from training.labeling import (
-    DONE_FILE,
-    LABELS_DIR,
-    LabelingError,
-    _exact_chunks,
-    _onnx_teacher,
-    _prepare_folder,
-    _shard_is_complete,
-    digest_path,
-    shard_path,
-    texts_digest,
-)
+from training.label_shards import LabelingError, Shard, ShardBook
+from training.labeling import onnx_teacher
+from training.progress import Progress, progress
 from training.scale.session import cluster_capacity, connected_address, ray_session, teacher_workers
 
 PREFETCH = 2  # shards queued per actor
@@ -92,7 +82,7 @@ class TeacherWorker:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             # The session and tokenizer are in memory once loaded; the files can go.
-            self.runtime = TeacherRuntime.load(root, threads=threads, providers=providers)
+            self.runtime = TeacherRuntime.load(root, RuntimeOptions(threads=threads, providers=tuple(providers)))
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.info = WorkerInfo(
             pid=os.getpid(),
@@ -140,13 +130,6 @@ class ShardDone:
 
 
 @dataclass
-class _Shard:
-    index: int
-    texts: list[str]
-    attempts: int = 0  # times it was lost with a worker
-
-
-@dataclass
 class _Run:
     """The scheduling state of one labeling run."""
 
@@ -156,8 +139,8 @@ class _Run:
     max_retries: int
     workers: list[_Worker] = field(default_factory=list)
     starting: dict[Any, _Worker] = field(default_factory=dict)  # describe() ref -> worker
-    pending: dict[Any, tuple[_Worker, _Shard]] = field(default_factory=dict)  # label() ref -> ...
-    retry: deque[_Shard] = field(default_factory=deque)
+    pending: dict[Any, tuple[_Worker, Shard]] = field(default_factory=dict)  # label() ref -> ...
+    retry: deque[Shard] = field(default_factory=deque)
     lost_workers: int = 0
     failed_starts: int = 0
     retried: list[int] = field(default_factory=list)  # shard indices, once per loss
@@ -199,21 +182,13 @@ def _teacher_files(root: Path) -> dict[str, bytes]:
 def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] | None = None) -> Path:
     """Label the whole transfer corpus on Ray; returns ``<run_dir>/labels`` (see the module docstring)."""
     started = time.perf_counter()
-    run_dir = config.run_dir
-    out = run_dir / LABELS_DIR
     if config.labeling.backend != "onnx":
         raise LabelingError("engine = 'ray' labels with the exported ONNX teacher; set labeling.backend = 'onnx'")
-    teacher = _onnx_teacher(config)  # checks the export; gives the identity the local step records
-    identity, labels = teacher.identity, teacher.labels
+    teacher = onnx_teacher(config)  # checks the export; gives the identity the local step records
+    book = ShardBook(config.run_dir, teacher.labels, teacher.identity, config.labeling.shard_size)
     del teacher
-    expected_labels = load_label_names(run_dir)
-    if labels != expected_labels:
-        raise LabelingError(f"the teacher's labels {labels} are not labels.json's {expected_labels}")
-    width = len(labels)
-    shard_size = config.labeling.shard_size
-    meta = {"teacher": identity, "labels": labels, "shard_size": shard_size}  # as label_corpus writes it
-    _prepare_folder(out, meta)
-    total = count_corpus(run_dir)
+    book.open()
+    total = book.total
 
     with ray_session(config.ray) as ray:
         capacity = cluster_capacity(ray)
@@ -228,20 +203,14 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
         run = _Run(ray, actor, worker_args, config.ray.max_retries)
         for _ in range(count):
             run.start_worker()
-        bar = tqdm(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts", mininterval=1.0,
-                   disable=None)
+        bar = progress(total=total, desc=f"label corpus (ray, {count} workers)", unit=" texts")
         try:
-            shards, texts_done = _schedule(run, _shards(run_dir, shard_size), out, width, bar, on_shard)
+            _schedule(run, book, bar, on_shard)
         finally:
             bar.close()
             for worker in run.workers:
                 ray.kill(worker.handle)
 
-    for stale in [*out.glob("logits-*.npy"), *out.glob("logits-*.sha256")]:  # as the local step
-        if int(stale.stem.split("-")[1]) >= shards:
-            stale.unlink()
-    if texts_done != total:
-        raise LabelingError(f"{run_dir / 'data' / 'corpus.txt'}: read {texts_done} texts, counted {total}")
     seconds = time.perf_counter() - started
     computed = sum(w.shards for w in run.workers)
     labeled = sum(w.texts for w in run.workers)
@@ -260,56 +229,28 @@ def label_corpus_ray(config: RunConfig, on_shard: Callable[[ShardDone], object] 
         "labeling_texts_per_s": round(labeled / labeling_s, 1) if labeling_s > 0 else None,
         "workers": [w.summary() for w in run.workers],
     }
-    atomic_write_json(
-        out / DONE_FILE,
-        {
-            "texts": texts_done,
-            "shards": shards,
-            "shard_size": shard_size,
-            "labels": labels,
-            "teacher": identity,
-            "computed_shards": computed,
-            "texts_labeled": labeled,
-            "seconds": round(seconds, 2),
-            "texts_per_second": round(labeled / seconds, 1) if seconds > 0 else None,
-            "engine": "ray",
-            "ray": summary,
-        },
-    )
-    print(format_summary(shards, computed, labeled, seconds, summary), flush=True)
+    out = book.finish(computed_shards=computed, texts_labeled=labeled, seconds=round(seconds, 2),
+                      texts_per_second=round(labeled / seconds, 1) if seconds > 0 else None, engine="ray",
+                      ray=summary)
+    print(format_summary(book.shards_seen, computed, labeled, seconds, summary), flush=True)
     return out
-
-
-def _shards(run_dir: Path, shard_size: int) -> Iterator[_Shard]:
-    for index, texts in enumerate(_exact_chunks(iter_corpus(run_dir, shard_size), shard_size)):
-        yield _Shard(index, texts)
-
-
-def _write_shard(out: Path, shard: _Shard, logits: np.ndarray) -> None:
-    """A shard's logits and the digest of its texts, as ``label_corpus`` writes them (a test compares
-    every file of a Ray folder with a local one)."""
-    path = shard_path(out, shard.index)
-    atomic_save_npy(path, logits)
-    atomic_write_bytes(digest_path(path), (texts_digest(shard.texts) + "\n").encode("utf-8"))
 
 
 def _schedule(
     run: _Run,
-    source: Iterator[_Shard],
-    out: Path,
-    width: int,
-    bar: tqdm[Any],
+    book: ShardBook,
+    bar: Progress,
     on_shard: Callable[[ShardDone], object] | None,
-) -> tuple[int, int]:
-    """Feed shards to ready workers until every shard is on disk; returns (shards, texts) seen."""
+) -> None:
+    """Feed the shards that are not done yet to ready workers until every shard is on disk."""
     ray = run.ray
     from ray.exceptions import RayActorError
 
-    shards = texts_seen = 0
+    source = book.shards()
     exhausted = False
 
-    def next_shard() -> _Shard | None:
-        nonlocal shards, texts_seen, exhausted
+    def next_shard() -> Shard | None:
+        nonlocal exhausted
         if run.retry:
             return run.retry.popleft()
         while not exhausted:
@@ -317,9 +258,7 @@ def _schedule(
             if shard is None:
                 exhausted = True
                 break
-            shards += 1
-            texts_seen += len(shard.texts)
-            if not _shard_is_complete(shard_path(out, shard.index), shard.texts, width):
+            if not book.is_complete(shard):
                 return shard
             bar.update(len(shard.texts))  # done by an earlier run
         return None
@@ -333,7 +272,7 @@ def _schedule(
                 run.pending[worker.handle.label.remote(shard.texts)] = (worker, shard)
                 worker.in_flight += 1
         if not run.pending and exhausted and not run.retry:
-            return shards, texts_seen
+            return
         # In slices, so that Ctrl-C reaches Python (a wait without timeout blocks in Ray's C++ code).
         ready: list[Any] = []
         while not ready:
@@ -360,9 +299,7 @@ def _schedule(
             run.retry.appendleft(shard)
             run.lose(worker, exc)
             continue
-        if logits.shape != (len(shard.texts), width):
-            raise LabelingError(f"shard {shard.index}: the worker returned logits {logits.shape}")
-        _write_shard(out, shard, logits)
+        book.write(shard, logits)
         run.last_written = time.perf_counter()
         worker.shards += 1
         worker.texts += len(shard.texts)

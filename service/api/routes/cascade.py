@@ -1,6 +1,6 @@
 """POST /v1/cascade/classify: the student answers every text; the texts it is unsure of go on to the teacher.
 
-The rule is ``service.cascade.defer_mask``, the one the offline calibration (``training.cascade``) scored:
+The rule is ``sdcore.cascade.defer_mask``, the one the offline calibration (``training.cascade``) scored:
 a text is deferred when the student's calibrated confidence or its n-gram coverage is below a threshold.
 Each threshold comes from the request, else the server settings, else the operating point stored in the
 student's manifest, else 0 (never defer); the answer says which (``policy.sources``).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
+from sdcore.cascade import CascadePolicy, confidence, defer_mask
 from service.api.deps import RegistryDep, StateDep, check_limits
 from service.api.inference import Timed, run_model, set_timing, student_results, teacher_results, until_client_leaves
 from service.api.responses import CASCADE_ERRORS
@@ -29,7 +30,7 @@ from service.api.schemas import (
     CascadeRequest,
     CascadeResponse,
 )
-from service.cascade import CascadePolicy, Thresholds, confidence, defer_mask, resolve_policy
+from service.cascade_policy import Thresholds, resolve_policy
 from service.errors import InvalidInput, TeacherUnavailable
 from service.registry import ModelRegistry, ServedModel
 
@@ -105,9 +106,7 @@ async def run_cascade(
 ) -> tuple[Timed, Timed | None, np.ndarray]:
     """The student on every text, then the teacher on the deferred ones (None when there are none)."""
     s = await run_model(student, texts)
-    coverage = s.predictions.coverage
-    assert coverage is not None  # a student's predictions always carry it (runtimes.StudentModel)
-    defer = defer_mask(s.predictions.probabilities, coverage, policy)
+    defer = defer_mask(s.predictions.probabilities, s.predictions.student_coverage, policy)
     deferred = [text for text, d in zip(texts, defer, strict=True) if d]
     t = await run_model(teacher, deferred) if deferred else None
     return s, t, defer

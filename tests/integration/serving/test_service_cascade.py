@@ -1,7 +1,7 @@
 """POST /v1/cascade/classify, in-process on the tiny real student and teacher.
 
 Expected deferrals are computed from the student's own /v1/classify answers with the one deferral rule
-(``service.cascade.defer_mask``); the teacher's part is compared with /v1/teacher/classify.
+(``sdcore.cascade.defer_mask``); the teacher's part is compared with /v1/teacher/classify.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
+from sdcore.cascade import CascadePolicy, CascadeSection, confidence, defer_mask
+from sdcore.model_format import ModelFormatError
+from sdcore.model_writer import store_cascade_section
 from service.app import create_app
-from service.cascade import CascadePolicy, confidence, defer_mask
-from service.model_format import ModelFormatError
 from service.student_runtime import StudentRuntime
-from training.cascade import store_in_manifest
 from training.quick import copy_model
 
 pytestmark = pytest.mark.asyncio
@@ -194,7 +194,7 @@ def calibrated_student(tiny_student: Path, tmp_path: Path, cascade_texts: list[s
     section = {"temperature": temperature, "tolerance": 0.005, "teacher_dev_acc": 0.72,
                "operating_point": point, "curve": [point]}
     root = copy_model(tiny_student, tmp_path / "mr-tiny")
-    store_in_manifest(root, section)
+    store_cascade_section(root, section)
     return root, section
 
 
@@ -202,8 +202,7 @@ async def test_the_manifests_operating_point_is_used_when_nothing_overrides_it(
     serve: Any, cascade_texts: list[str], tiny_teacher: Path, calibrated_student: tuple[Path, dict[str, Any]]
 ) -> None:
     root, section = calibrated_student
-    stored = CascadePolicy.from_manifest(section)
-    assert stored is not None
+    stored = CascadeSection.model_validate(section).policy()
     async with serve(student=[root], teacher=[tiny_teacher]) as client:
         student, teacher = await classify_all(client, cascade_texts)
         r = await client.post(CASCADE, json={"texts": cascade_texts})

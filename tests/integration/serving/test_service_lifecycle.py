@@ -10,9 +10,9 @@ import httpx
 import onnxruntime as ort
 import pytest
 
+from sdcore.model_format import ModelFormatError
 from service.app import create_app
 from service.devices import DeviceUnavailable
-from service.model_format import ModelFormatError
 from service.registry import StartupError
 from training.quick import copy_model
 

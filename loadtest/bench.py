@@ -1,8 +1,8 @@
 """``make bench``: text in -> probabilities out, for the students, the teachers and the baselines.
 
-    .venv/bin/python scripts/bench.py                    # every system found, full settings
-    .venv/bin/python scripts/bench.py --quick            # small budgets, 200 texts a workload
-    .venv/bin/python scripts/bench.py --systems student-demo fasttext --threads 1
+    sd bench                    # every system found, full settings
+    sd bench --quick            # small budgets, 200 texts a workload
+    sd bench --systems student-demo fasttext --threads 1
 
 Systems (each measured in its own fresh process, one after the other, on the same texts):
 - ``student-demo``, ``student-paper``: the exported students (``--student-demo``, ``--student-paper``;
@@ -35,16 +35,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from loadtest.bench_core import check_goals
+from loadtest.bench_memory import copy_bandwidth
+from loadtest.bench_prepare import load_workloads, prepare_baselines
+from loadtest.bench_report import render_markdown, write_chart
+from loadtest.bench_systems import SystemSpec, TimingSettings, run_system
+from loadtest.machine import load_note, loadavg, machine
 
-from loadtest.bench_core import check_goals  # noqa: E402
-from loadtest.bench_memory import copy_bandwidth  # noqa: E402
-from loadtest.bench_prepare import load_workloads, prepare_baselines  # noqa: E402
-from loadtest.bench_report import render_markdown, write_chart  # noqa: E402
-from loadtest.bench_systems import SystemSpec, TimingSettings, run_system  # noqa: E402
-from loadtest.machine import load_note, loadavg, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ALL_SYSTEMS = ("student-demo", "student-paper", "student-demo-int8", "student-paper-int8", "student-demo-numpy",
                "student-paper-numpy", "fasttext", "minilm-onnx", "minilm-pytorch", "roberta-large-onnx",
@@ -126,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python scripts/bench.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(
+    command = "sd bench" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(
         sys.argv[1:] if argv is None else argv))
     start_load = loadavg()
     start_note = load_note()

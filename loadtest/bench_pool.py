@@ -1,7 +1,7 @@
 """The student's pooling alone, by chunk size: how ``POOL_CHUNK_ROWS`` was chosen (reports/bench-notes.md).
 
-    .venv/bin/python scripts/bench_pool.py                                   # models/mr-paper, 32 reviews a batch
-    .venv/bin/python scripts/bench_pool.py --student models/mr-demo --workload sentences --threads 2
+    sd bench-pool                                   # models/mr-paper, 32 reviews a batch
+    sd bench-pool --student models/mr-demo --workload sentences --threads 2
 
 Featurizes a prefix of the workload once, pools every batch once untimed (the table rows are then
 mapped), then times ``mean_pool`` over all batches for each chunk size, best of ``--repeats`` passes,
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from loadtest.bench_memory import copy_bandwidth
+from loadtest.bench_prepare import load_workloads
+from service.runtime import RuntimeOptions
+from service.student_runtime import StudentRuntime, mean_pool
 
-from loadtest.bench_memory import copy_bandwidth  # noqa: E402
-from loadtest.bench_prepare import load_workloads  # noqa: E402
-from service.student_runtime import EmbeddingTable, StudentRuntime, mean_pool  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-cache", type=Path, default=REPO / ".cache/data")
     args = p.parse_args(argv)
 
-    runtime = StudentRuntime.load(args.student, threads=args.threads, verify_checksums=False)
+    spent = [0.0]
+
+    def observe(stage: str, seconds: float, rows: npt.NDArray[np.int64] | None) -> None:
+        if stage == "gather":
+            spent[0] += seconds
+
+    options = RuntimeOptions(threads=args.threads, verify_checksums=False, observer=observe)
+    runtime = StudentRuntime.load(args.student, options)
     table = runtime.table
     texts = load_workloads(args.data_cache)[args.workload][: args.texts]
     batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
@@ -48,14 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     for occ in occurrences:
         mean_pool(occ, table)
 
-    spent = [0.0]
-
-    def timed(rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
-        t0 = time.perf_counter()
-        EmbeddingTable.gather_into(table, rows, out)
-        spent[0] += time.perf_counter() - t0
-
-    setattr(table, "gather_into", timed)  # noqa: B010
     copy = copy_bandwidth()
     print(f"{args.student.name}, {args.workload}, batch {args.batch_size}, {args.threads} thread(s), "
           f"{len(batches)} batches; copy bandwidth {copy / 1e9:.2f} GB/s")

@@ -1,7 +1,7 @@
 """Where a student's time goes: py-spy samples of ``StudentRuntime.predict`` on one workload.
 
-    .venv/bin/python scripts/bench_profile.py --student models/mr-paper --workload reviews --batch-size 32
-    .venv/bin/python scripts/bench_profile.py --student models/mr-demo --workload sentences --batch-size 1
+    sd bench-profile --student models/mr-paper --workload reviews --batch-size 32
+    sd bench-profile --student models/mr-demo --workload sentences --batch-size 1
 
 Runs the student in a child process under ``py-spy record --format raw`` (py-spy must be installed:
 ``pip install py-spy``) for ``--seconds``, then sums the samples by function, inclusive (a function and
@@ -21,8 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 # Stage of a sample = the first of these found in its stack, innermost first.
 STAGES = [
@@ -44,10 +42,11 @@ STAGES = [
 
 def run_workload(student: str, workload: str, batch_size: int, seconds: float, threads: int) -> None:
     from loadtest.bench_prepare import load_workloads
+    from service.runtime import RuntimeOptions
     from service.student_runtime import StudentRuntime
 
     texts = load_workloads(REPO / ".cache/data")[workload]
-    runtime = StudentRuntime.load(student, threads=threads, verify_checksums=False)
+    runtime = StudentRuntime.load(student, RuntimeOptions(threads=threads, verify_checksums=False))
     deadline = time.perf_counter() + seconds
     done = 0
     while time.perf_counter() < deadline:
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_file.unlink()
     lines = [f"# py-spy profile: {name}, {args.workload}, batch {args.batch_size}, {args.threads} thread(s)",
              f"# {rate_line.strip()}; {total} samples inside predict at {args.rate}/s; command: "
-             "python scripts/bench_profile.py "
+             "sd bench-profile "
              + " ".join(sys.argv[1:] if argv is None else argv), "", "## by stage (share of samples)"]
     lines += [f"{n / total:7.1%}  {stage}" for stage, n in stages.most_common()]
     lines += ["", "## by function, inclusive (top 25)"]

@@ -10,9 +10,9 @@ checks it exits 0. A run fails on any 5xx (``not_a_server_error``) and on answer
 schema's promises (status codes, content types, response schemas); JUnit reports land in
 ``runs/fuzz/<configuration>/`` (git-ignored).
 
-    .venv/bin/python scripts/fuzz.py                      # both configurations, about 3 minutes each
-    .venv/bin/python scripts/fuzz.py --short              # both, about a minute each (CI: make fuzz-short)
-    .venv/bin/python scripts/fuzz.py --config student --student models/mr-demo
+    sd fuzz                                   # both configurations, about 3 minutes each
+    sd fuzz --short                           # both, about a minute each (CI: make fuzz-short)
+    sd fuzz --config student --student models/mr-demo
 """
 
 from __future__ import annotations
@@ -21,41 +21,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from service.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)  # polling interval of a health check, not a wait for an event
-    raise SystemExit(f"the service was not ready within {deadline_s:.0f} s")
-
-
 CONFIGS = ("student", "student+teacher")
 
 
@@ -74,7 +49,6 @@ def balanced(texts: list[str], labels: list[int], per_label: int) -> tuple[list[
 def build_tiny_student(folder: Path) -> Path:
     """A tiny real student on MR training sentences, in a model repository as version 1 of "fuzz-tiny"
     (needs the training extras and the MR data: ``make data``)."""
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the fuzz log
     from training import quick
     from training.data import fetch_mr, load_mr
@@ -90,7 +64,8 @@ def build_tiny_teacher(folder: Path) -> Path:
     """A tiny BERT teacher (hidden 32, 2 layers) through the real stages: data, one epoch of fine-tuning,
     ONNX export. Its accuracy does not matter here; that it is a real exported teacher does."""
     from training.config import DataConfig, LabelingConfig, RunConfig, TeacherConfig
-    from training.data import load_mr, prepare_data
+    from training.data import load_mr
+    from training.data_stage import prepare_data
     from training.teacher import finetune_teacher
     from training.teacher_export import export_teacher
     from training.tiny_models import make_tiny_checkpoint
@@ -111,9 +86,10 @@ def build_tiny_teacher(folder: Path) -> Path:
                                 num_labels=len(task.label_names), max_positions=128, vocab_size=2000)
     config = RunConfig(
         name="fuzz-tiny", workdir=str(folder / "teacher-run"), models_dir=str(folder / "models"),
-        data=DataConfig(source="files", corpus=[str(corpus)], mr_reviews=False, **files),
+        data=DataConfig(source="files", corpus=[str(corpus)], train=files["train"], dev=files["dev"],
+                        test=files["test"]),
         teacher=TeacherConfig(base_model=str(base), max_length=64, epochs=1, batch_size=16, lr=1e-3, threads=1),
-        labeling=LabelingConfig(batch_size=32, shard_size=128, max_length=512, backend="onnx"),
+        labeling=LabelingConfig(batch_size=32, shard_size=128, backend="onnx"),
     )
     prepare_data(config)
     finetune_teacher(config)
@@ -123,39 +99,32 @@ def build_tiny_teacher(folder: Path) -> Path:
 
 def fuzz_one(name: str, models: list[str], args: argparse.Namespace, st: str, work: Path) -> int:
     """One configuration: start the server on ``models`` (flags), fuzz it, stop it; 0 when all passed."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # Small limits so the fuzzer reaches them; a short timeout so nothing hangs the run.
-    cmd = [sys.executable, "-m", "service", *models, "--port", str(port),
-           "--max-texts-per-request", "16", "--max-chars-per-text", "2000", "--max-body-bytes", "65536",
-           "--request-timeout-s", "10", "--log-level", "warning", "--threads", "1"]
+    server_args = [*models, "--max-texts-per-request", "16", "--max-chars-per-text", "2000",
+                   "--max-body-bytes", "65536", "--request-timeout-s", "10", "--log-level", "warning",
+                   "--threads", "1"]
     log_path = work / f"server-{name.replace('+', '-')}.log"
     report_dir = args.report_dir / name.replace("+", "-")
-    print(f"== {name}\n$", " ".join(cmd), f"(log: {log_path})", flush=True)
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        code = 1
-        try:
-            wait_ready(url, server, deadline_s=120)
-            started = time.monotonic()
-            fuzz = [st, "run", f"{url}/openapi.json", "--checks", args.checks, "--max-examples",
-                    str(args.max_examples), "--max-time", str(args.max_time), "--seed", str(args.seed),
-                    # One worker: with two, hypothesis (describing a filter lambda with ast.parse) now
-                    # and then crashed with CPython 3.11.7's "AST constructor recursion depth
-                    # mismatch": a tool error, no finding about the service.
-                    "--workers", "1", "--generation-database", "none", "--request-timeout", "30",
-                    "--report", "junit", "--report-dir", str(report_dir), "--no-color"]
-            print("$", " ".join(fuzz), flush=True)
-            # Run from the scratch folder: schemathesis keeps a cache in ./.schemathesis.
-            code = subprocess.run(fuzz, cwd=work).returncode
-            print(f"{name}: schemathesis exit code {code} after {time.monotonic() - started:.0f} s", flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server_code = server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server_code = -9
+    server = ServerProcess(server_args, log=log_path, cwd=ROOT)
+    print(f"== {name}\n$", " ".join(server.command), f"(log: {log_path})", flush=True)
+    code = 1
+    try:
+        server.wait_ready(timeout_s=120)
+        url = server.url
+        started = time.monotonic()
+        fuzz = [st, "run", f"{url}/openapi.json", "--checks", args.checks, "--max-examples",
+                str(args.max_examples), "--max-time", str(args.max_time), "--seed", str(args.seed),
+                # One worker: with two, hypothesis (describing a filter lambda with ast.parse) now
+                # and then crashed with CPython 3.11.7's "AST constructor recursion depth
+                # mismatch": a tool error, no finding about the service.
+                "--workers", "1", "--generation-database", "none", "--request-timeout", "30",
+                "--report", "junit", "--report-dir", str(report_dir), "--no-color"]
+        print("$", " ".join(fuzz), flush=True)
+        # Run from the scratch folder: schemathesis keeps a cache in ./.schemathesis.
+        code = subprocess.run(fuzz, cwd=work).returncode
+        print(f"{name}: schemathesis exit code {code} after {time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        server_code = server.stop(timeout_s=60)
     errors = [line for line in log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
     print(f"{name}: server exit code {server_code}; {len(errors)} ERROR lines in its log", flush=True)
     for line in errors[:20]:
@@ -205,5 +174,3 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,17 +2,18 @@
 
 The student answers every text; a text goes on to the teacher when the student's calibrated confidence
 or its n-gram coverage is below a threshold. These are the student's known weak spots (Ye et al. 2022,
-section 6: out-of-vocabulary inputs, context beyond four words). ``resolve_policy`` says which thresholds
-a serving request runs under (request, settings, manifest). numpy only.
+section 6: out-of-vocabulary inputs, context beyond four words). ``CascadeSection`` is the typed
+section the calibration stores in a student's manifest; which thresholds a serving request runs under
+is ``service.cascade_policy``. numpy and pydantic only.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -34,13 +35,31 @@ class CascadePolicy:
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
-    @classmethod
-    def from_manifest(cls, cascade: dict[str, Any] | None) -> CascadePolicy | None:
-        if not cascade or "operating_point" not in cascade:
-            return None
-        point = cascade["operating_point"]
-        return cls(float(cascade.get("temperature", 1.0)), float(point["confidence_threshold"]),
-                   float(point["coverage_threshold"]))
+
+
+class OperatingPoint(BaseModel):
+    """The thresholds chosen on dev, with what the cascade scored there."""
+
+    model_config = ConfigDict(extra="forbid")
+    confidence_threshold: float = Field(ge=0.0, le=1.0)
+    coverage_threshold: float = Field(ge=0.0, le=1.0)
+    dev_acc: float | None = None
+    teacher_share: float | None = None
+
+
+class CascadeSection(BaseModel):
+    """The ``cascade`` section of a student manifest (written by ``training.cascade``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(1.0, gt=0.0)
+    tolerance: float | None = None
+    teacher_dev_acc: float | None = None
+    operating_point: OperatingPoint
+    curve: list[dict[str, float]] = Field(default_factory=list)  # every point scored on dev
+
+    def policy(self) -> CascadePolicy:
+        point = self.operating_point
+        return CascadePolicy(self.temperature, point.confidence_threshold, point.coverage_threshold)
 
 
 def calibrated(probabilities: np.ndarray, temperature: float) -> FloatArray:
@@ -64,46 +83,3 @@ def defer_mask(probabilities: np.ndarray, coverage: np.ndarray, policy: CascadeP
     conf = confidence(probabilities, policy.temperature)
     low_conf = conf < policy.confidence_threshold if policy.confidence_threshold < 1.0 else np.ones(conf.size, bool)
     return np.asarray(low_conf | (coverage < policy.coverage_threshold), dtype=bool)
-
-
-# --- serving: which policy a request runs under --------------------------------------------------------
-
-PolicySource = Literal["request", "settings", "manifest", "none"]
-THRESHOLDS = ("confidence_threshold", "coverage_threshold")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The thresholds one layer sets (None: this layer leaves it to the next)."""
-
-    confidence_threshold: float | None = None
-    coverage_threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class ResolvedPolicy:
-    policy: CascadePolicy
-    sources: dict[str, PolicySource]  # per field of the policy: which layer set it
-
-
-def resolve_policy(stored: CascadePolicy | None, settings: Thresholds, request: Thresholds) -> ResolvedPolicy:
-    """Each threshold from the first layer that sets it: the request, the server settings, the operating
-    point stored in the student's manifest; else 0, which never defers.
-
-    The temperature comes from the manifest only (1.0 without one): it is the student's calibration on
-    dev, not a knob, and the thresholds are meant on that calibrated scale.
-    """
-    sources: dict[str, PolicySource] = {"temperature": "manifest" if stored is not None else "none"}
-    values: dict[str, float] = {}
-    layers: tuple[tuple[PolicySource, Thresholds | CascadePolicy | None], ...] = (
-        ("request", request), ("settings", settings), ("manifest", stored)
-    )
-    for name in THRESHOLDS:
-        values[name], sources[name] = 0.0, "none"
-        for source, layer in layers:
-            value = getattr(layer, name) if layer is not None else None
-            if value is not None:
-                values[name], sources[name] = float(value), source
-                break
-    temperature = stored.temperature if stored is not None else 1.0
-    return ResolvedPolicy(CascadePolicy(temperature, **values), sources)

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from sdcore.errors import ProjectError
+
 if TYPE_CHECKING:
     from sdcore.kernel import NgramKernel
 
@@ -49,7 +51,7 @@ IntArray = npt.NDArray[np.int64]
 KeyArray = npt.NDArray[np.uint64]
 
 
-class FeaturizerError(ValueError):
+class FeaturizerError(ProjectError, ValueError):
     """Featurizer settings or vocabulary files that cannot be used."""
 
 

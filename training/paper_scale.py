@@ -16,19 +16,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from service.model_format import load_student_manifest
+from sdcore.model_format import load_student_manifest
 from training.config import load_config
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/mr-paper.toml")
     parser.add_argument("--out", default="reports/paper-scale")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
-    command = [sys.executable, "-m", "training", "run", "--config", args.config]
+    command = [sys.executable, "-m", "training", "run", "--config", args.config]  # its own process: its own peak RSS
     subprocess.run(command, check=True)
     # Each step's cost is the longest time it took in any invocation recorded in run.json (a rerun that
     # skips a finished step records a near-zero time); peak RSS is the highest any step reached.
@@ -62,7 +60,7 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "wall_s_by_step": step_wall,
         "peak_rss_gib": round(peak_gib, 2),
-        "command": " ".join(["python", "scripts/paper_scale.py", "--config", args.config]),
+        "command": " ".join(["sd", "paper-scale", "--config", args.config]),
         "note": (
             "wall_s: sum over this run's steps (vocab to evaluate) of each step's longest recorded time; "
             "data, teacher and labels are reused from the demo run and not included; peak_rss_gib: "
@@ -77,7 +75,4 @@ def main() -> None:
     rows = "\n".join(f"| {k} | {v} |" for k, v in report.items())
     out.with_suffix(".md").write_text(f"# Paper-scale student\n\n| what | value |\n|---|---|\n{rows}\n")
     print(out.with_suffix(".md").read_text())
-
-
-if __name__ == "__main__":
-    main()
+    return 0

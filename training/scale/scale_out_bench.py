@@ -1,7 +1,7 @@
 """Labeling throughput of engine = "ray" with 1 and 2 workers on this machine, beside the local step.
 
-    .venv/bin/python scripts/scale_out_bench.py                      # defaults below
-    .venv/bin/python scripts/scale_out_bench.py --texts 2000 --shard-size 100 --workers 1 2 --repeat 2
+    sd scale-out-bench                      # defaults below
+    sd scale-out-bench --texts 2000 --shard-size 100 --workers 1 2 --repeat 2
 
 The corpus is the first ``--texts`` lines of the 1,500 full MR reviews (DESIGN.md section 5), written
 as a bench run's ``data/corpus.txt``; the teacher is an exported teacher folder (default
@@ -19,7 +19,6 @@ Writes ``--out`` (default reports/scale-out.md) and prints the table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -31,15 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from loadtest.machine import cpu_model
+from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig
+from training.data import mr_review_lines
+from training.label_shards import LABELS_DIR
+from training.labeling import label_corpus
+from training.run_folder import DONE
+from training.scale.labeling import label_corpus_ray
+from training.scale.local_cluster import LocalCluster
 
-from loadtest.machine import cpu_model  # noqa: E402
-from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig  # noqa: E402
-from training.data import mr_review_lines  # noqa: E402
-from training.labeling import DONE_FILE, LABELS_DIR, label_corpus  # noqa: E402
-from training.scale.labeling import label_corpus_ray  # noqa: E402
-from training.scale.local_cluster import LocalCluster  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: int) -> RunConfig:
@@ -52,6 +52,7 @@ def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: in
     (data / "corpus.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     (data / "labels.json").write_text(json.dumps(manifest["labels"]), encoding="utf-8")
     exported = manifest.get("config", {}).get("labeling", {})
+    max_length = int(manifest.get("config", {}).get("teacher", {}).get("max_length", manifest["max_length"]))
     return RunConfig(
         name=teacher_dir.name.removesuffix("-teacher"),
         workdir=str(root / "run"),
@@ -59,20 +60,20 @@ def bench_config(root: Path, teacher_dir: Path, texts: list[str], shard_size: in
         labeling=LabelingConfig(
             batch_size=int(exported.get("batch_size", 64)),
             shard_size=shard_size,
-            max_length=int(exported.get("max_length", 512)),  # must match the export
             backend="onnx",
         ),
+        teacher=TeacherConfig(max_length=max_length),  # must match the export
     )
 
 
 def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
     shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
-    local = dataclasses.replace(config, teacher=TeacherConfig(threads=threads))
+    local = config.model_copy(update=dict(teacher=config.teacher.model_copy(update=dict(threads=threads))))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     label_corpus(local)
     seconds = time.perf_counter() - started
-    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    done = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     return {"engine": "local", "workers": 1, "threads": threads, "step_s": seconds,
             "step_rate": done["texts"] / seconds, "labeling_rate": None, "worker_rates": [], "load1": load}
 
@@ -80,12 +81,12 @@ def measure_local(config: RunConfig, threads: int) -> dict[str, Any]:
 def measure_ray(config: RunConfig, workers: int) -> dict[str, Any]:
     shutil.rmtree(config.run_dir / LABELS_DIR, ignore_errors=True)
     with LocalCluster(nodes=workers, cpus_per_node=1, object_store_mb=300) as cluster:
-        on_ray = dataclasses.replace(config, engine="ray", ray=RayConfig(address=cluster.address))
+        on_ray = config.model_copy(update=dict(engine="ray", ray=RayConfig(address=cluster.address)))
         load = os.getloadavg()[0]
         started = time.perf_counter()
         label_corpus_ray(on_ray)
         seconds = time.perf_counter() - started
-    done = json.loads((config.run_dir / LABELS_DIR / DONE_FILE).read_text())
+    done = json.loads((config.run_dir / LABELS_DIR / DONE).read_text())
     summary = done["ray"]
     rates = [w["texts_per_s"] for w in summary["workers"] if w["texts_per_s"]]
     return {"engine": "ray", "workers": workers, "threads": 1, "step_s": seconds,
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.teacher}: no exported teacher (make train, or --teacher DIR)")
     texts = mr_review_lines(args.cache)[: args.texts]
     measured_at = time.strftime("%Y-%m-%d %H:%M %Z")
-    command = " ".join(["python scripts/scale_out_bench.py", *sys.argv[1:]])
+    command = " ".join(["sd scale-out-bench", *sys.argv[1:]])
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scale-out-bench-") as tmp:
         config = bench_config(Path(tmp), args.teacher.resolve(), texts, args.shard_size)

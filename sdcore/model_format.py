@@ -1,4 +1,6 @@
-"""The model repository format, version 1 (DESIGN.md section 3): manifests, checksums, atomic writes.
+"""The model repository format, version 1 (DESIGN.md section 3; models/README.md): the manifests and
+the reader, which verifies sizes and checksums and names the damaged file. The writer is
+``sdcore.model_writer``.
 
 This is the only contract between training (which writes models) and serving (which reads them).
 It depends on numpy and pydantic only, so the service can use it without torch.
@@ -7,7 +9,7 @@ A student folder::
 
     manifest.json              kind "student", labels, featurizer, shards, head, metrics, config
     vocab/words.txt            one word per line; line i is word id i
-    vocab/keys.npy             uint64, strictly increasing n-gram keys (see service.featurizer)
+    vocab/keys.npy             uint64, strictly increasing n-gram keys (see sdcore.featurizer)
     vocab/rows.npy             int64, the embedding row of each key
     vocab/ngrams.txt           the n-gram of each row, in row order (most frequent first)
     embeddings/shard-NNNNN.npy row-range shards of the table, float16, float32 or int8
@@ -25,21 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sdcore.cascade import CascadeSection
+from sdcore.errors import ProjectError
+from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer
 from sdcore.spec import FEATURIZER_SPEC
-from service.featurizer import FeaturizerSettings, NgramFeaturizer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,13 +51,13 @@ TEACHER_ONNX = "model.onnx"
 TEACHER_TOKENIZER_DIR = "tokenizer"
 
 
-class ModelFormatError(Exception):
+class ModelFormatError(ProjectError):
     """A model folder that is missing, damaged or of an unknown format; the message names the file."""
 
-    def __init__(self, path: Path | str, problem: str) -> None:
+    def __init__(self, path: Path | str, problem: str, *, hint: str | None = None) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{path}: {problem}", hint=hint)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -123,7 +120,7 @@ class StudentManifest(BaseModel):
     vocab_files: list[FileEntry]
     head: FileEntry
     metrics: dict[str, Any] = Field(default_factory=dict)
-    cascade: dict[str, Any] | None = None
+    cascade: CascadeSection | None = None  # written by the cascade step (training/cascade.py)
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: str
 
@@ -143,15 +140,6 @@ class TeacherManifest(BaseModel):
     created_at: str
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def file_entry(root: Path, relative: str) -> FileEntry:
-    path = root / relative
-    return FileEntry(path=relative, bytes=path.stat().st_size, sha256=sha256_of(path))
-
-
 def read_manifest_kind(root: Path) -> str:
     data = _read_manifest_json(root)
     kind = data.get("kind")
@@ -163,7 +151,7 @@ def read_manifest_kind(root: Path) -> str:
 def _read_manifest_json(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not root.is_dir():
-        raise ModelFormatError(root, "model folder does not exist")
+        raise ModelFormatError(root, "model folder does not exist", hint="export one with `sd run export`")
     if not path.is_file():
         raise ModelFormatError(path, "manifest is missing")
     try:
@@ -182,6 +170,9 @@ def load_student_manifest(root: Path) -> StudentManifest:
     try:
         return StudentManifest.model_validate(_read_manifest_json(root))
     except ValidationError as exc:
+        if all(e["loc"][:1] == ("cascade",) for e in exc.errors()):  # a load stops here, not at a request
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ModelFormatError(root / MANIFEST, f"its cascade section is invalid ({problem})") from exc
         raise ModelFormatError(root / MANIFEST, f"invalid student manifest: {exc}") from exc
 
 
@@ -228,21 +219,6 @@ def verify_teacher(root: Path, manifest: TeacherManifest, checksum: bool = True)
 # --- vocabulary ---------------------------------------------------------------------------------
 
 
-def write_vocabulary(root: Path, words: list[str], keys: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64],
-                     ngrams: list[str]) -> list[str]:
-    """Write the four vocabulary files under ``root``; return their relative paths."""
-    (root / VOCAB_DIR).mkdir(parents=True, exist_ok=True)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    if sorted_keys.size > 1 and not bool(np.all(sorted_keys[1:] > sorted_keys[:-1])):
-        raise ModelFormatError(root / KEYS_FILE, "two n-grams share a key (hash collision); cannot export")
-    (root / WORDS_FILE).write_text("".join(w + "\n" for w in words), encoding="utf-8")
-    np.save(root / KEYS_FILE, sorted_keys)
-    np.save(root / ROWS_FILE, rows[order].astype(np.int64))
-    (root / NGRAMS_FILE).write_text("".join(g + "\n" for g in ngrams), encoding="utf-8")
-    return [WORDS_FILE, KEYS_FILE, ROWS_FILE, NGRAMS_FILE]
-
-
 def load_featurizer(root: Path, settings: FeaturizerSettings) -> NgramFeaturizer:
     """Load a vocabulary folder's words, keys and rows into the shared featurizer."""
     try:
@@ -264,14 +240,6 @@ def read_ngrams(root: Path) -> list[str]:
 
 
 # --- embeddings ---------------------------------------------------------------------------------
-
-
-def shard_name(index: int) -> str:
-    return f"{SHARD_DIR}/shard-{index:05d}.npy"
-
-
-def scale_name(index: int) -> str:
-    return f"{SHARD_DIR}/scale-{index:05d}.npy"
 
 
 def open_shards(root: Path, manifest: StudentManifest) -> list[np.ndarray]:
@@ -310,56 +278,3 @@ def open_scales(root: Path, manifest: StudentManifest) -> list[np.ndarray] | Non
             raise ModelFormatError(path, f"scales are {scale.shape} {scale.dtype}, expected ({rows},) float32")
         out.append(scale)
     return out
-
-
-# --- atomic export ------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_model_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename.
-
-    On any error the temporary folder is removed and an existing ``final`` is left untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        backup = None
-        if final.exists():
-            backup = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, backup)
-        os.replace(tmp, final)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_manifest(root: Path, manifest: BaseModel) -> None:
-    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False)
-    (root / MANIFEST).write_text(text + "\n", encoding="utf-8")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so a reader sees the old content or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))

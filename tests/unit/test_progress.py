@@ -1,0 +1,32 @@
+"""The progress helper: in a pipe, plain lines (no carriage return), periodically and at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.progress import PlainProgress, progress, track
+
+
+def test_a_pipe_gets_plain_lines_not_a_bar(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with progress(total=10, desc="label corpus", unit=" texts", every_s=0.0) as bar:  # pytest's stderr is a pipe
+        assert isinstance(bar, PlainProgress)
+        bar.update(4)
+        bar.set_postfix(workers=2)
+        bar.update(6)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("label corpus: 4/10 texts (40%)") and "workers=2" in lines[-1]
+    assert lines[-1].startswith("label corpus: 10/10 texts (100%)")
+
+
+def test_track_counts_the_items_and_is_silent_when_disabled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert list(track(range(3), desc="parts", unit="part")) == [0, 1, 2]
+    assert capsys.readouterr().err.strip().startswith("parts: 3/3 part (100%)")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert list(track(range(3), desc="parts")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
