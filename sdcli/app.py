@@ -261,6 +261,19 @@ def demo(config: ConfigOption = Path("configs/mr-demo.toml")) -> None:
     guarded(lambda: run_demo(config))
 
 
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="A student model folder, e.g. models/mr-demo.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts; or a file, a text a line (.jsonl: \"text\"); - = stdin.")],
+    top_n: Annotated[int, typer.Option(help="N-grams shown per text, by effect on the predicted label.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text, as POST /v1/explain.")] = False,
+) -> None:
+    """Which n-grams moved the student's label: each left out, its effect on every label's probability."""
+    from sdcli.explain import explain_command
+
+    guarded(lambda: explain_command(model, texts, top_n, as_json))
+
+
 def _pass_through(name: str, module: str, doc: str) -> None:
     def command(ctx: typer.Context) -> None:
         import importlib
