@@ -292,6 +292,7 @@ for _name, _module, _doc in (
     ("paper-scale", "training.paper_scale", "Train and export the 1B-parameter student; reports/paper-scale.*."),
     ("bench-profile", "loadtest.bench_profile", "cProfile of the student's serving path on one workload."),
     ("bench-pool", "loadtest.bench_pool", "The student's pooling at several chunk sizes."),
+    ("bench-explain", "loadtest.bench_explain", "What /v1/explain costs per text beside a prediction."),
     ("scale-out-bench", "training.scale.scale_out_bench", "Labeling throughput, local vs Ray workers."),
 ):
     _pass_through(_name, _module, _doc + " (Flags pass through; --help lists them.)")
