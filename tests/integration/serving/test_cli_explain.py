@@ -7,9 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from loadtest.bench_explain import explain_cost, render
 from sdcli.app import app
 from service.explain import explain
 from service.student_runtime import StudentRuntime
+from training.data import TaskData
 
 runner = CliRunner()
 
@@ -48,3 +50,11 @@ def test_explain_refuses_a_teacher_and_bad_options_in_one_line(tiny_student: Pat
     ):
         result = runner.invoke(app, ["explain", *args])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_bench_probe_times_explain_beside_predict(tiny_student: Path, mr_small: TaskData) -> None:
+    rows = explain_cost(tiny_student, {"sentences": mr_small.test.texts[:16]}, batch_sizes=(1, 8), repeat_s=0.0)
+    assert [(r["workload"], r["batch_size"]) for r in rows] == [("sentences", 1), ("sentences", 8)]
+    for r in rows:
+        assert r["predict_ms_per_text"] > 0 and r["explain_ms_per_text"] > 0 and r["distinct_ngrams_per_text"] > 0
+    assert "| sentences | 8 |" in render(rows, "mr-tiny")
