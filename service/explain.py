@@ -8,8 +8,9 @@ A DAN pools a text to the mean of its in-vocabulary n-gram rows, repeats counted
 
 which is exactly what the model would pool for the text with those occurrences removed, since the mean
 of the rest is all a DAN sees. Every text's vectors (its own and one per distinct n-gram) go through the
-head in one batched call (cut into calls of ``HEAD_ROWS`` rows only for very large requests), so an
-explanation costs one gather of the text's distinct rows and one head call.
+head in one batched call, so an explanation costs one gather of the text's distinct rows and a share of
+one head call. Only a request with more than ``HEAD_ROWS`` vectors is cut into several calls (by groups
+of texts), so its memory stays bounded whatever the texts.
 
 The effect of an n-gram on a label is ``p(label | text) - p(label | text without it)``: positive when the
 n-gram pushes the text towards that label. Effects are sorted by their size on the predicted label,
@@ -186,17 +187,17 @@ def explain(runtime: StudentRuntime, texts: Sequence[str], top_n: int = 10) -> l
     if not 1 <= top_n <= MAX_TOP_N:
         raise ValueError(f"top_n must be in 1..{MAX_TOP_N}, got {top_n}")
     grams = [text_ngrams(t, runtime.featurizer) for t in texts]
-    blocks = []
-    for g in grams:
+    probs: list[FloatArray] = []  # per text: [1 + distinct n-grams, labels]
+    pending: list[FloatArray] = []  # vectors not yet through the head: memory stays near HEAD_ROWS rows
+    for i, g in enumerate(grams):
         vectors = np.empty((g.rows.size, runtime.table.dim), dtype=np.float32)
         runtime.table.gather_into(g.rows, vectors)
-        blocks.append(leave_one_out(vectors, g.counts))
-    probs = head_probabilities(runtime, blocks)
+        pending.append(leave_one_out(vectors, g.counts))
+        if i == len(grams) - 1 or sum(b.shape[0] for b in pending) >= HEAD_ROWS:
+            probs += split_rows(head_probabilities(runtime, pending), [b.shape[0] for b in pending])
+            pending = []
     out = []
-    offset = 0
-    for g, block in zip(grams, blocks, strict=True):
-        p = probs[offset : offset + block.shape[0]]
-        offset += block.shape[0]
+    for g, p in zip(grams, probs, strict=True):
         base, deltas = p[0], p[0][None, :] - p[1:]
         predicted = int(np.argmax(base))
         order = np.argsort(-np.abs(deltas[:, predicted]), kind="stable")[:top_n]
@@ -204,6 +205,10 @@ def explain(runtime: StudentRuntime, texts: Sequence[str], top_n: int = 10) -> l
                    for j in order]
         out.append(Explanation(base, g.coverage, g.found, int(g.rows.size), effects))
     return out
+
+
+def split_rows(array: FloatArray, sizes: list[int]) -> list[FloatArray]:
+    return np.split(array, np.cumsum(sizes)[:-1])
 
 
 def head_probabilities(runtime: StudentRuntime, blocks: list[FloatArray]) -> FloatArray:

@@ -103,3 +103,16 @@ def test_top_n_is_bounded(runtime: StudentRuntime) -> None:
     for bad in (0, MAX_TOP_N + 1):
         with pytest.raises(ValueError, match="top_n"):
             explain(runtime, ["a film"], top_n=bad)
+
+
+def test_a_request_cut_into_several_head_calls_answers_the_same(
+    runtime: StudentRuntime, mr_small: TaskData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = texts_to_check(mr_small)
+    whole = explain(runtime, texts, top_n=MAX_TOP_N)
+    monkeypatch.setattr("service.explain.HEAD_ROWS", 7)
+    for one, cut in zip(whole, explain(runtime, texts, top_n=MAX_TOP_N), strict=True):
+        np.testing.assert_allclose(cut.probabilities, one.probabilities, atol=1e-6)
+        assert [g.ngram for g in cut.effects] == [g.ngram for g in one.effects]
+        for a, b in zip(cut.effects, one.effects, strict=True):
+            np.testing.assert_allclose(a.deltas, b.deltas, atol=1e-6)
