@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_core import check_goals
+from loadtest.bench_loaders import SystemSpec
 from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads, prepare_baselines
 from loadtest.bench_report import render_markdown, write_chart
-from loadtest.bench_systems import SystemSpec, TimingSettings, run_system
+from loadtest.bench_systems import TimingSettings, run_system
 from loadtest.machine import load_note, loadavg, machine
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,8 @@
 What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.data``):
 - ``labels.json``: the label names; a label's index is its position (sorted names, or the checkpoint's
   ``id2label`` order with ``teacher.finetune = false``);
-- ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``: one ``{"text": str, "label": int}`` per line;
+- ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``: one ``{"text": str, "label": int}`` per line (the
+  training texts cut to a seeded ``data.max_train_texts`` when set);
 - ``corpus.txt``: the transfer corpus, one text per line: the training texts first (always all of
   them), then the task's transfer corpora (``data.transfer``, default the task's recipe, see
   ``training.tasks``), then the user's corpus files, then any word-window augmentation; exact
@@ -16,6 +17,7 @@ What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.da
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -200,7 +202,10 @@ def prepare_data(config: RunConfig) -> Path:
     by name, so the teacher's logit columns, the student and the manifests all share it.
     """
     out = config.run_folder.data
-    marker: dict[str, Any] = {"data": config.data.model_dump(), "inputs": _inputs_fingerprint(config.data)}
+    settings = config.data.model_dump()
+    if not settings["max_train_texts"]:  # the default leaves the key out: older data stages still match
+        settings.pop("max_train_texts")
+    marker: dict[str, Any] = {"data": settings, "inputs": _inputs_fingerprint(config.data)}
     model_labels = checkpoint_labels(config)
     if model_labels is not None:  # only then, so the keys of earlier runs stay valid
         marker["label_order"] = model_labels
@@ -210,6 +215,7 @@ def prepare_data(config: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     clear_done(out)
     task = _load_task(config.data)
+    task = dataclasses.replace(task, train=task.train.sample(config.data.max_train_texts, config.seed))
     if model_labels is not None:
         task = in_label_order(task, model_labels, f"teacher.base_model {config.teacher.base_model}")
     _write_json(out / "labels.json", task.label_names)
