@@ -184,12 +184,14 @@ def _config_key(config: RunConfig) -> dict[str, Any]:
 
 
 def teacher_settings(config: RunConfig) -> dict[str, Any]:
-    """The [teacher] keys that change its result: not ``threads``; ``train_texts`` only when set, so
-    teachers finished before that option existed still match."""
+    """The [teacher] keys that change its result: not ``threads``; ``train_texts`` only when set and
+    ``finetune`` only when false, so teachers finished before those options existed still match."""
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
     if not teacher["train_texts"]:
         teacher.pop("train_texts")
+    if teacher["finetune"]:
+        teacher.pop("finetune")
     return teacher
 
 

@@ -39,7 +39,7 @@ from sdcore.model_format import (
 from sdcore.model_writer import file_entry, now_iso, write_manifest
 from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
-from training.config import RunConfig
+from training.config import RunConfig, TeacherConfig
 from training.data import load_label_names, load_split
 from training.teacher import (
     MODEL_SUBDIR,
@@ -170,8 +170,19 @@ def _already_exported(config: RunConfig, metrics: dict[str, Any]) -> bool:
     current = config.to_dict()
     return bool(
         manifest.metrics == _manifest_metrics(metrics)
-        and all(manifest.config.get(k) == current[k] for k in ("teacher", "labeling", "seed"))
+        and same_teacher_settings(manifest.config.get("teacher"), current["teacher"])
+        and all(manifest.config.get(k) == current[k] for k in ("labeling", "seed"))
     )
+
+
+def same_teacher_settings(recorded: Any, current: dict[str, Any]) -> bool:
+    """The recorded [teacher] table is the current one; a key added since it was written (e.g.
+    ``finetune``) counts as the same when the current value is its default, so an older export is
+    not redone for nothing."""
+    if not isinstance(recorded, dict) or not set(recorded) <= set(current):
+        return False
+    defaults = TeacherConfig().model_dump()
+    return all(recorded.get(k, defaults.get(k)) == v for k, v in current.items())
 
 
 def export_teacher(config: RunConfig) -> Path:
