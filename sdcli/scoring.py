@@ -20,6 +20,7 @@ from rich.table import Table
 
 from sdcli.predict import Model, load_model
 from sdcore.atomic import atomic_write_json
+from sdcore.errors import ProjectError
 from training.data import DataError, read_labeled
 from training.intervals import wilson
 from training.progress import progress
@@ -61,7 +62,10 @@ def coverage_buckets(coverage: np.ndarray, right: np.ndarray) -> list[dict[str, 
 
 def score_file(model_dir: Path, path: Path, batch_size: int = 256, threads: int | None = None) -> dict[str, Any]:
     """The report of ``sd test`` as a dict (what ``--json`` writes)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    try:
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    except ImportError as exc:  # a serving-only install: scikit-learn comes with the [train] extra
+        raise ProjectError("sd test needs scikit-learn", hint="pip install '.[train]'") from exc
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
