@@ -49,7 +49,7 @@ class ExplainWorkers:
         self.retry_after_s = retry_after_s
         self._running = 0
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="explain")
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, so an app can be started again
 
     @property
     def running(self) -> int:
@@ -60,6 +60,8 @@ class ExplainWorkers:
             if self._running >= self.limit:
                 raise QueueFull(f"{self.limit} explanations are running; retry later", self.retry_after_s)
             self._running += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="explain")
         future = self._pool.submit(work)
         future.add_done_callback(self._done)  # first: the slot is free before the awaiting route resumes
         return asyncio.wrap_future(future)
@@ -69,7 +71,10 @@ class ExplainWorkers:
             self._running -= 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """At shutdown: work not started is cancelled; running work ends on its thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def student_to_explain(registry: ModelRegistry, name: str | None) -> ServedModel:

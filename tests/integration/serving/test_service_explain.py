@@ -109,3 +109,5 @@ async def test_explanations_beyond_the_limit_are_refused_at_once() -> None:
     assert workers.running == 0  # given back on the thread, before the result reaches the event loop
     assert await workers.submit(lambda: 5) == 5
     workers.close()
+    assert await workers.submit(lambda: 6) == 6  # a closed pool is made again (an app started twice)
+    workers.close()
