@@ -1,6 +1,6 @@
 # Sparse Distillation images (multi-stage; targets in build order):
 #   serve     the HTTP service: numpy + onnxruntime + tokenizers + FastAPI + the compiled n-gram kernel,
-#             NO torch and no compiler (default for `api`)
+#             NO torch, no scipy, no pip and no compiler (default for `api`)
 #   loadtest  serve + locust, for the compose `locust` service
 #   train     the training pipeline with the CPU build of torch 2.13.0
 #
@@ -65,9 +65,31 @@ RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-c
     && pip check \
     && if pip show torch >/dev/null 2>&1; then echo "torch must not be in the serving image" >&2; exit 1; fi
 
+# --- serve-slim: the serving venv less what serving never loads -------------------------------------
+# (the train and loadtest stages build on serve-build, which keeps pip; this copy is for `serve` only)
+#   pip, setuptools        nothing is installed at run time
+#   */tests                the test suites of the dependencies (numpy's: 8 MB)
+#   onnxruntime's python tools (transformers, quantization, tools, datasets): model-conversion helpers;
+#                          the service only opens InferenceSessions, whose code is in onnxruntime/capi
+#   numpy's f2py, distutils and C headers: build tools for extensions
+#   the debug symbols of extension modules (uvloop's loop.so: 13 MB -> 2 MB); the bundled libraries in
+#                          *.libs/ are left alone (auditwheel patched them; strip can break such files)
+# The import check and `sd`'s kernel probe below run on the trimmed venv.
+FROM serve-build AS serve-slim
+RUN SITE=/opt/venv/lib/python3.11/site-packages \
+    && pip uninstall -y -q pip setuptools \
+    && find "$SITE" -depth -type d -name tests -exec rm -rf {} + \
+    && rm -rf "$SITE"/onnxruntime/transformers "$SITE"/onnxruntime/quantization "$SITE"/onnxruntime/tools \
+              "$SITE"/onnxruntime/datasets "$SITE"/numpy/f2py "$SITE"/numpy/distutils "$SITE"/numpy/_core/include \
+              /opt/venv/bin/f2py /opt/venv/bin/numpy-config \
+    && find "$SITE" \( -name '*.cpython-311-*.so' -o -name '*.abi3.so' \) -not -path '*.libs/*' \
+              -exec strip --strip-unneeded {} + \
+    && python3 -c "import numpy, onnxruntime, tokenizers, uvloop, httptools, grpc, fastapi, uvicorn; \
+                   import service.app, service.__main__, sdcore.kernel as k; print('trimmed venv imports; kernel:', k.simd())"
+
 # --- serve: the HTTP service -------------------------------------------------------------------------
 FROM base AS serve
-COPY --from=serve-build /opt/venv /opt/venv
+COPY --from=serve-slim /opt/venv /opt/venv
 # Settings are SD_* variables (python -m service --help); models are mounted at /models.
 ENV SD_HOST=0.0.0.0 \
     SD_PORT=8000 \
@@ -75,9 +97,10 @@ ENV SD_HOST=0.0.0.0 \
     SD_TEACHER=/models/mr-demo-teacher
 USER app
 EXPOSE 8000
-# Ready = models loaded and warmed up (GET /readyz answers 200); no curl in the image, python does it.
+# Ready = models loaded and warmed up (GET /readyz answers 200; 503 while draining on SIGTERM); no curl in
+# the image: service/healthcheck.py, on the standard library, reads SD_HOST and SD_PORT.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('SD_PORT', '8000'), timeout=4)"
+    CMD ["python3", "-m", "service.healthcheck"]
 ENTRYPOINT ["python3", "-m", "service"]
 
 # --- loadtest: serve + locust (the compose `locust` service) ------------------------------------------
@@ -112,7 +135,8 @@ RUN if [ -f /tmp/build/docker-ca.crt ]; then export PIP_CERT=/tmp/build/docker-c
 FROM base AS train
 COPY --from=train-build /opt/venv /opt/venv
 COPY configs /app/configs
-RUN mkdir -p /app/models /app/runs /app/reports /app/.cache && chown -R app:app /app
+# .cache/data exists so that a new named volume mounted there is the app user's (docker copies ownership).
+RUN mkdir -p /app/models /app/runs /app/reports /app/.cache/data && chown -R app:app /app
 USER app
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 ENTRYPOINT ["python3", "-m", "training"]
