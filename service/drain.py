@@ -9,8 +9,11 @@ On SIGTERM, ``DrainingServer``
      requests finish (up to ``graceful_timeout_s``), runs the lifespan shutdown, exits 0.
 
 A request whose body is still arriving when the listener closes is in flight like any other (its
-connection has a request cycle): it is read to the end and answered. SIGINT (Ctrl-C), and a second
-signal during the delay, skip what is left of the delay.
+connection has a request cycle): it is read to the end and answered. What the delay saves are the
+connections the kernel has completed but the server has not accepted yet: closing the listener resets
+them, though their clients may have sent the whole request. Measured here (300 requests of 315 KB on 100
+connections, SIGTERM 0.3 s in): with no delay 87 were reset, 90 refused, 123 answered; with 5 s all 300 were
+answered 200. SIGINT (Ctrl-C), and a second signal during the delay, skip what is left of the delay.
 """
 
 from __future__ import annotations
