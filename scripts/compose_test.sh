@@ -33,7 +33,11 @@ BENCH_DURATION="${BENCH_DURATION:-10s}"
 DATA="$REPO/.cache/data"
 COMPOSE=()
 
-dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" -f "$REPO/scripts/compose-test.yml" --profile bench "$@"; }
+# The compose file the test runs: docker-compose.yml with scripts/compose-test.yml merged in by compose
+# itself (`config`), less the api's published port, which host networking refuses (compose 1.29 cannot
+# remove a list entry in an override file).
+COMPOSE_FILE_RUN="$WORK/compose.yml"
+dc() { "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" -f "$COMPOSE_FILE_RUN" --profile bench "$@"; }
 
 on_fail() {
     if [ ${#COMPOSE[@]} -gt 0 ]; then dc logs --no-color --tail 40 2>&1 | sed 's/^/  | /' || true; fi
@@ -70,6 +74,19 @@ DATA_CACHE="$(readlink -f "$DATA")"
 PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 export PORT API_URL="http://127.0.0.1:$PORT" USERS=4 DURATION="$BENCH_DURATION" DRAIN_DELAY_S=3 \
     GRACEFUL_TIMEOUT_S=30 STOP_GRACE_PERIOD=40s
+"${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" -f "$REPO/scripts/compose-test.yml" config \
+    >"$WORK/compose.merged.yml" || fail "compose config: docker-compose.yml + scripts/compose-test.yml do not validate"
+"$PY" - "$WORK/compose.merged.yml" "$COMPOSE_FILE_RUN" <<'PYEOF' || fail "cannot write $COMPOSE_FILE_RUN"
+import sys
+
+import yaml
+
+config = yaml.safe_load(open(sys.argv[1]))
+for service in config["services"].values():
+    if service.get("network_mode") == "host":
+        service.pop("ports", None)
+yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
+PYEOF
 dc down -v --remove-orphans >/dev/null 2>&1 || true  # a previous run that was killed
 declare -A old_ids
 for target in train serve loadtest; do
@@ -77,8 +94,8 @@ for target in train serve loadtest; do
 done
 log "building train, api (serve) and locust (loadtest) FROM $BASE_TAG (log: $WORK/build.log)"
 started=$SECONDS
-timeout "$((3 * BUILD_TIMEOUT_S))" "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" \
-    -f "$REPO/scripts/compose-test.yml" --profile bench build >"$WORK/build.log" 2>&1 \
+timeout "$((3 * BUILD_TIMEOUT_S))" "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" \
+    -f "$COMPOSE_FILE_RUN" --profile bench build >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; fail "compose build failed or ran past $((3 * BUILD_TIMEOUT_S)) s"; }
 build_seconds=$((SECONDS - started))
 for target in train serve loadtest; do  # the images this build replaced: removed, so disks do not fill
@@ -96,7 +113,7 @@ fi
 # --- 3. train, then api --------------------------------------------------------------------------------
 log "compose up -d api: train runs $CONFIG first (log: $WORK/up.log)"
 started=$SECONDS
-timeout 1800 "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" -f "$REPO/scripts/compose-test.yml" \
+timeout 1800 "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" -f "$COMPOSE_FILE_RUN" \
     up -d --no-build api >"$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log"; fail "compose up api failed"; }
 train_id=$(dc ps -a -q train)
 [ -n "$train_id" ] || fail "no train container"
@@ -152,7 +169,7 @@ log "api: read-only root, /models read-only, uid 10001, cap_drop ALL, no-new-pri
 # --- 5. the bench profile ------------------------------------------------------------------------------
 log "bench profile: locust headless, $USERS users for $BENCH_DURATION"
 started=$SECONDS
-timeout 120 "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" -f "$REPO/scripts/compose-test.yml" \
+timeout 120 "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" -f "$COMPOSE_FILE_RUN" \
     --profile bench up -d --no-build locust >"$WORK/locust-up.log" 2>&1 \
     || { tail -20 "$WORK/locust-up.log"; fail "compose up locust failed"; }
 locust_id=$(dc ps -a -q locust)
@@ -181,7 +198,7 @@ log "bench: locust exited 0 after $((SECONDS - started)) s; CSV and HTML read fr
 # --- 6. stop with requests in flight -------------------------------------------------------------------
 log "compose stop api with 4 slow uploads in flight (drain delay $DRAIN_DELAY_S s, grace $STOP_GRACE_PERIOD)"
 "$PY" "$REPO/scripts/drain_probe.py" --url "$URL" --max-stop-s 40 -- \
-    "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" -f "$REPO/scripts/compose-test.yml" stop api \
+    "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" -f "$COMPOSE_FILE_RUN" stop api \
     >"$WORK/drain.json" 2>"$WORK/drain.err" || { cat "$WORK/drain.json" "$WORK/drain.err"; fail "the drain check failed"; }
 drain=$(tail -1 "$WORK/drain.json")
 [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$api_id")" = "exited 0" ] \
