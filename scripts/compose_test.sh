@@ -129,7 +129,7 @@ train_finished=$(docker inspect -f '{{.State.FinishedAt}}' "$train_id")
 health() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$api_id")" = healthy ]; }
 started=$SECONDS
 wait_for 240 health || fail "api never turned healthy"
-log "api healthy $((SECONDS - started)) s after it started (HEALTHCHECK: python3 -m service.healthcheck)"
+log "api healthy $((SECONDS - started)) s after compose up returned (HEALTHCHECK: python3 -m service.healthcheck)"
 
 # --- 4. the routes and the container's settings --------------------------------------------------------
 URL="http://127.0.0.1:$PORT"
@@ -167,10 +167,11 @@ docker exec "$api_id" sh -c 'echo x >/tmp/x' || fail "the api's /tmp tmpfs is no
 log "api: read-only root, /models read-only, uid 10001, cap_drop ALL, no-new-privileges, 2 CPUs, 2 GiB"
 
 # --- 5. the bench profile ------------------------------------------------------------------------------
+# --no-deps: api is up and healthy already; without it compose 1.29 would run train again first.
 log "bench profile: locust headless, $USERS users for $BENCH_DURATION"
 started=$SECONDS
 timeout 120 "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$REPO" -f "$COMPOSE_FILE_RUN" \
-    --profile bench up -d --no-build locust >"$WORK/locust-up.log" 2>&1 \
+    --profile bench up -d --no-build --no-deps locust >"$WORK/locust-up.log" 2>&1 \
     || { tail -20 "$WORK/locust-up.log"; fail "compose up locust failed"; }
 locust_id=$(dc ps -a -q locust)
 code=$(timeout 180 docker wait "$locust_id") || fail "locust did not finish within 180 s"
