@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_core import check_goals
+from loadtest.bench_explain import explain_cost
+from loadtest.bench_explain import render as render_explain
 from loadtest.bench_loaders import SystemSpec
 from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads, prepare_baselines
@@ -181,9 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         "goals": [vars(g) for g in goals],
         "notes": notes,
     }
+    markdown = render_markdown(report, goals)
+    if demo is not None:  # what an explanation costs on the demo student (loadtest/bench_explain.py)
+        explain_workloads = {k: v[:256] for k, v in workloads.items()}
+        report["explain"] = _in_child(explain_cost, Path(args.student_demo), explain_workloads, (1, 32), 1,
+                                      args.repeat_s)
+        markdown += "\n" + render_explain(report["explain"], args.student_demo.name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    markdown = render_markdown(report, goals)
     args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
     write_chart(report, args.out.with_suffix(".png"))
     print(markdown)

@@ -303,6 +303,19 @@ def demo(config: ConfigOption = Path("configs/mr-demo.toml")) -> None:
     guarded(lambda: run_demo(config))
 
 
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="A student model folder, e.g. models/mr-demo.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts; or a file, a text a line (.jsonl: \"text\"); - = stdin.")],
+    top_n: Annotated[int, typer.Option(help="N-grams shown per text, by effect on the predicted label.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text, as POST /v1/explain.")] = False,
+) -> None:
+    """Which n-grams moved the student's label: each left out, its effect on every label's probability."""
+    from sdcli.explain import explain_command
+
+    guarded(lambda: explain_command(model, texts, top_n, as_json))
+
+
 def _pass_through(name: str, module: str, doc: str) -> None:
     def command(ctx: typer.Context) -> None:
         import importlib
@@ -321,6 +334,7 @@ for _name, _module, _doc in (
     ("paper-scale", "training.paper_scale", "Train and export the 1B-parameter student; reports/paper-scale.*."),
     ("bench-profile", "loadtest.bench_profile", "cProfile of the student's serving path on one workload."),
     ("bench-pool", "loadtest.bench_pool", "The student's pooling at several chunk sizes."),
+    ("bench-explain", "loadtest.bench_explain", "What /v1/explain costs per text beside a prediction."),
     ("scale-out-bench", "training.scale.scale_out_bench", "Labeling throughput, local vs Ray workers."),
 ):
     _pass_through(_name, _module, _doc + " (Flags pass through; --help lists them.)")
