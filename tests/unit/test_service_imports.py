@@ -1,5 +1,6 @@
 """The service and the shared core never import torch, transformers or training code (DESIGN.md
-section 2), and build nothing at import time (STYLE.md 2): checked in a fresh interpreter."""
+section 2), the service not scipy either (the serving image leaves it out), and they build nothing at
+import time (STYLE.md 2): checked in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ PROBE = """
 import sys
 import service.__main__, service.app
 from service.app import create_app
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "training"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "training", "scipy"))
 print(heavy)
 """
 
