@@ -108,7 +108,8 @@ def fetch_data(
         typer.echo(f"ready: {folder}")
 
 
-DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo")
+DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo",
+                        "imdb=reports/accuracy-imdb-budget", "rt-mpnet=reports/accuracy-rt-mpnet")
 
 
 def task_table(reports: list[str], out: Path) -> Path:
