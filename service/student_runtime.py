@@ -50,6 +50,7 @@ from sdcore.model_format import (
     open_shards,
     verify_student,
 )
+from sdcore.router import load_router
 from service.gather_graph import gather_cast_model
 from service.onnx_session import onnx_session, softmax
 from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver
@@ -63,6 +64,9 @@ class PoolCounts(Protocol):
 
     @property
     def found(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def total(self) -> npt.NDArray[np.int64]: ...
 
     @property
     def coverage(self) -> npt.NDArray[np.float64]: ...
@@ -236,9 +240,9 @@ class StudentRuntime:
     def predict(self, texts: Sequence[str]) -> Predictions:
         if not texts:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64))
+            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         pooled, occ = self.pool(texts)
-        return Predictions(softmax(self.logits(pooled)), occ.coverage, occ.found)
+        return Predictions(softmax(self.logits(pooled)), occ.coverage, occ.found, occ.total)
 
 
 def student_facts(root: Path, m: StudentManifest) -> ModelFacts:
@@ -259,4 +263,8 @@ def student_facts(root: Path, m: StudentManifest) -> ModelFacts:
             **facts.cascade.to_dict(), "dev_acc": point.dev_acc, "teacher_share": point.teacher_share,
             "teacher_dev_acc": m.cascade.teacher_dev_acc, "tolerance": m.cascade.tolerance,
         }
+    facts.router = load_router(root, m)  # checked here: a damaged router.json stops the load, naming it
+    if facts.router is not None:
+        details["router"] = {"threshold": facts.router.threshold, "temperature": facts.router.temperature,
+                             **{k: v for k, v in facts.router.fit.items() if not isinstance(v, dict | list)}}
     return facts
