@@ -32,7 +32,7 @@ from service.student_runtime import StudentRuntime
 from service.teacher_runtime import TeacherRuntime
 from training.cascade_report import plot_curve, render
 from training.config import RunConfig
-from training.router import SliceAnswers, fit_router, fit_temperature
+from training.router import RouterFitError, SliceAnswers, fit_router, fit_temperature
 
 __all__ = ["Answers", "calibrate_cascade", "cascade_accuracy", "fit_temperature", "operating_point"]
 
@@ -154,9 +154,14 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
     rules: dict[str, DeferralRule] = {"grid": policy}
     router: CascadeRouter | None = None
     e = config.evaluate
-    if e.router and config.distill.router_holdout > 0:
+    no_router = "" if e.router and config.distill.router_holdout > 0 else "evaluate.router off or no corpus slice"
+    if not no_router:
         started = time.perf_counter()
-        router = fit_router(slice_answers(config, student), e.router_gap, e.router_max_share, config.seed)
+        try:
+            router = fit_router(slice_answers(config, student), e.router_gap, e.router_max_share, config.seed)
+        except RouterFitError as exc:  # e.g. a slice too small to learn from: the grid alone, said so
+            no_router = str(exc)
+    if router is not None:
         router = router.model_copy(update={"fit": {**router.fit, "seconds": round(time.perf_counter() - started, 1)}})
         store_router(config.student_dir, router)
         rules["router"] = RouterPolicy.of(router)
@@ -187,8 +192,9 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         "operating_point": {**point, "temperature": temperature},
         "teacher_dev_acc": teacher_dev,
         "rules": rows,
-        "router": None if router is None else {"threshold": router.threshold, "temperature": router.temperature,
-                                               **router.fit},
+        "router": ({"threshold": router.threshold, "temperature": router.temperature, **router.fit}
+                   if router is not None else None),
+        "no_router": no_router or None,
         "goal": {"gap": GOAL_GAP, "max_share": GOAL_SHARE, "min_speedup": GOAL_SPEEDUP},
         "meta": {"models": [str(config.student_dir), str(config.teacher_dir)], "batch_size": 32,
                  "threads": threads or "onnxruntime default", "machine": platform.platform(),

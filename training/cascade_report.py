@@ -37,7 +37,8 @@ def plot_curve(curve: list[dict[str, float]], point: dict[str, float], teacher_a
 def _router_lines(r: dict[str, Any]) -> list[str]:
     fit = r.get("router")
     if not fit:
-        return ["No learned router (evaluate.router = false or distill.router_holdout = 0).", ""]
+        why = r.get("no_router") or "evaluate.router = false or distill.router_holdout = 0"
+        return [f"No learned router: {why}.", ""]
     auc = ""
     if fit.get("lr_auc") is not None:
         auc = (f" On half of the slice, fitted on the other half, ROC AUC of the disagreement prediction: logistic "

@@ -28,6 +28,10 @@ from sdcore.cascade import calibrated
 from sdcore.router import FEATURES, CascadeRouter, StudentSignals, router_features
 
 
+class RouterFitError(ValueError):
+    """The slice cannot teach a router (too few texts, or no disagreement to learn)."""
+
+
 @dataclass(frozen=True)
 class SliceAnswers:
     """The student's signals on the slice, and the teacher's labels there."""
@@ -90,7 +94,7 @@ def fit_router(answers: SliceAnswers, gap: float, max_share: float, seed: int = 
     y = answers.disagrees
     n = int(y.size)
     if n < 20 or y.all() or not y.any():
-        raise ValueError(f"the router slice has {n} texts, {int(y.sum())} of them disagreements: "
+        raise RouterFitError(f"the router slice has {n} texts, {int(y.sum())} of them disagreements: "
                          "too few to fit a router (raise distill.router_holdout)")
     temperature = fit_temperature(answers.signals.probabilities, answers.teacher_pred)
     x = router_features(answers.signals, temperature)

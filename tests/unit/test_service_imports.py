@@ -1,5 +1,6 @@
-"""The service and the shared core never import torch, transformers, scikit-learn or training code (DESIGN.md
-section 2; the cascade router's coefficients are applied with numpy), and build nothing at import time (STYLE.md 2): checked in a fresh interpreter."""
+"""The service and the shared core never import torch, transformers, scikit-learn or training code
+(DESIGN.md section 2; the cascade router's coefficients are applied with numpy), and build nothing at
+import time (STYLE.md 2): checked in a fresh interpreter."""
 
 from __future__ import annotations
 
