@@ -60,6 +60,9 @@ class DataConfig(Section):
     transfer: list[str] | None = None
     # Keep at most this many corpus texts (0 = all); handy for quick runs.
     max_corpus_texts: NonNegative = 0
+    # Use a seeded random subset of this many training texts everywhere (0 = all): a budget for long
+    # documents on small machines. Dev and test stay whole.
+    max_train_texts: NonNegative = 0
     # Transfer-set augmentation: add this many random word windows (sub-phrases) of each corpus text.
     # The teacher labels them like any text, which gives the student phrase-level supervision
     # (SST's phrase labels, obtained from the teacher) when the unlabeled corpus is small.
@@ -88,6 +91,9 @@ class TeacherConfig(Section):
     weight_decay: NonNegativeFloat = 0.01
     warmup_ratio: Ratio = 0.1
     threads: NonNegative = 0  # 0 = torch's default
+    # Fine-tune on a seeded random subset of this many training texts (0 = all of them): a budget for
+    # slow teachers on 2 cores. The student still trains on every training text.
+    train_texts: NonNegative = 0
 
 
 class LabelingConfig(Section):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,13 @@ class LabeledSet:
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def sample(self, limit: int, seed: int) -> LabeledSet:
+        """A seeded random ``limit`` of the texts in their original order; all of them when 0 or more."""
+        if not limit or limit >= len(self.texts):
+            return self
+        keep = sorted(random.Random(seed).sample(range(len(self.texts)), limit))
+        return LabeledSet([self.texts[i] for i in keep], [self.labels[i] for i in keep])
 
     def __len__(self) -> int:
         return len(self.texts)

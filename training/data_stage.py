@@ -2,7 +2,8 @@
 
 What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.data``):
 - ``labels.json``: the label names; a label's index is its position;
-- ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``: one ``{"text": str, "label": int}`` per line;
+- ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``: one ``{"text": str, "label": int}`` per line (the
+  training texts cut to a seeded ``data.max_train_texts`` when set);
 - ``corpus.txt``: the transfer corpus, one text per line: the training texts first (always all of
   them), then the task's transfer corpora (``data.transfer``, default the task's recipe, see
   ``training.tasks``), then the user's corpus files, then any word-window augmentation; exact
@@ -15,6 +16,7 @@ What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.da
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -179,13 +181,17 @@ def prepare_data(config: RunConfig) -> Path:
     removed first and written last, so a crash in between is redone, never mistaken for complete.
     """
     out = config.run_folder.data
-    marker = {"data": config.data.model_dump(), "inputs": _inputs_fingerprint(config.data)}
+    settings = config.data.model_dump()
+    if not settings["max_train_texts"]:  # the default leaves the key out: older data stages still match
+        settings.pop("max_train_texts")
+    marker = {"data": settings, "inputs": _inputs_fingerprint(config.data)}
     key = fingerprint(marker)
     if is_done(out, key):
         return out
     out.mkdir(parents=True, exist_ok=True)
     clear_done(out)
     task = _load_task(config.data)
+    task = dataclasses.replace(task, train=task.train.sample(config.data.max_train_texts, config.seed))
     _write_json(out / "labels.json", task.label_names)
     stats: dict[str, Any] = {"labels": task.label_names}
     for name in SPLITS:

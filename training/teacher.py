@@ -189,9 +189,17 @@ def _config_key(config: RunConfig) -> dict[str, Any]:
     names and splits), so editing the training data redoes the teacher. ``threads`` changes speed
     only, so it is left out.
     """
+    return {"teacher": teacher_settings(config), "seed": config.seed, "data": config.run_folder.data_digest()}
+
+
+def teacher_settings(config: RunConfig) -> dict[str, Any]:
+    """The [teacher] keys that change its result: not ``threads``; ``train_texts`` only when set, so
+    teachers finished before that option existed still match."""
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
-    return {"teacher": teacher, "seed": config.seed, "data": config.run_folder.data_digest()}
+    if not teacher["train_texts"]:
+        teacher.pop("train_texts")
+    return teacher
 
 
 def _optimizer(
@@ -287,6 +295,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     train, dev, test = (load_split(run_dir, name) for name in ("train", "dev", "test"))
     if len(train) == 0 or len(dev) == 0:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
+    train = train.sample(config.teacher.train_texts, config.seed)
     base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
     tokenizer, model = load_classifier(
         base,

@@ -54,7 +54,7 @@ def test_the_new_task_keys_are_known() -> None:
     assert config.data.transfer == ["imdb-sentences"] and config.distill.corpus_texts == 1000
 
 
-@pytest.mark.parametrize("name", ["mr-demo.toml", "mr-paper.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.toml")))
 def test_the_shipped_configs_load(name: str) -> None:
     config = load_config(REPO / "configs" / name)
     assert config.name == name.removesuffix(".toml")
@@ -82,3 +82,15 @@ def test_the_schemas_choices_are_the_built_in_tasks_and_corpora() -> None:
     from training.tasks import TASKS
 
     assert set(get_args(DataConfig.model_fields["source"].annotation)) == {*TASKS, "files"}
+
+
+def test_a_teacher_budget_leaves_older_teachers_valid_and_changes_the_key_when_set(tmp_path: Path) -> None:
+    from training.teacher import teacher_settings
+
+    base = {"name": "x", "workdir": str(tmp_path)}
+    default = config_from_dict(base)
+    budgeted = config_from_dict({**base, "teacher": {"train_texts": 3000}})
+    assert "train_texts" not in teacher_settings(default)  # the default: the same key as before the option
+    assert teacher_settings(budgeted)["train_texts"] == 3000
+    with pytest.raises(ConfigError, match=r"teacher\.train_texts"):
+        config_from_dict({**base, "teacher": {"train_texts": -1}})

@@ -425,3 +425,25 @@ def test_prepare_data_augments_the_corpus_with_windows(mr_cache: Path, tmp_path:
     # Every training text is kept, first and in order; the windows come after all of them.
     assert corpus[: len(originals)] == load_split(config.run_dir, "train").texts
     assert len(corpus) == len(originals) + counts["augmented_windows"]
+
+
+def test_a_sample_is_seeded_keeps_the_original_order_and_pairs() -> None:
+    full = data.LabeledSet([f"text {i}" for i in range(100)], [i % 3 for i in range(100)])
+    picked = full.sample(10, seed=13)
+    assert len(picked) == 10 and picked == full.sample(10, seed=13) and picked != full.sample(10, seed=14)
+    positions = [full.texts.index(t) for t in picked.texts]
+    assert positions == sorted(positions)
+    assert all(full.labels[p] == label for p, label in zip(positions, picked.labels, strict=True))
+    assert full.sample(0, seed=1) is full and full.sample(500, seed=1) is full
+
+
+def test_max_train_texts_keeps_a_seeded_subset_and_dev_and_test_whole(tmp_path: Path) -> None:
+    whole = files_config(tmp_path / "whole", user_files(tmp_path / "in"))
+    prepare_data(whole)
+    cut = whole.model_copy(update={"workdir": str(tmp_path / "cut"),
+                                   "data": whole.data.model_copy(update={"max_train_texts": 2})})
+    prepare_data(cut)
+    full_train = load_split(whole.run_dir, "train")
+    assert load_split(cut.run_dir, "train") == full_train.sample(2, cut.seed)
+    assert load_split(cut.run_dir, "test") == load_split(whole.run_dir, "test")
+    assert load_split(cut.run_dir, "dev") == load_split(whole.run_dir, "dev")
