@@ -15,6 +15,7 @@ for ``reports/cascade-<name>.{md,json}`` and a PNG of the curve (``training.casc
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
                 teacher.predict(deferred)
         return run_cascade
 
+    load_before = os.getloadavg()[0]
     teacher_speed = texts_per_second(teacher.predict, test.texts, 32)
     rows = {name: rule_row(rule, dev_answers, test_answers, texts_per_second(runner(rule), test.texts, 32),
                            teacher_speed) for name, rule in rules.items()}
@@ -198,6 +200,9 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         "goal": {"gap": GOAL_GAP, "max_share": GOAL_SHARE, "min_speedup": GOAL_SPEEDUP},
         "meta": {"models": [str(config.student_dir), str(config.teacher_dir)], "batch_size": 32,
                  "threads": threads or "onnxruntime default", "machine": platform.platform(),
+                 # the 1-minute load average around the throughput runs: on a shared machine texts/s
+                 # are low, and the speed-ups (both sides measured alike) are what to read
+                 "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)], "cpus": os.cpu_count(),
                  "date": time.strftime("%Y-%m-%d"), "command": f"sd run --step cascade -c {config.source_path}"},
     }
     out = Path(report)

@@ -65,7 +65,9 @@ def render(r: dict[str, Any], png: str) -> str:
         "# Cascade: student first, teacher for the texts the rule defers",
         "",
         f"Command: `{r['meta']['command']}`  ",
-        f"Machine: {r['meta']['machine']}, threads: {r['meta']['threads']}  ",
+        f"Machine: {r['meta']['machine']}, threads: {r['meta']['threads']}"
+        + (f", {r['meta']['cpus']} CPUs, load average {r['meta']['load_average'][0]} -> "
+           f"{r['meta']['load_average'][1]} over the throughput runs" if "load_average" in r["meta"] else "") + "  ",
         f"Date: {r['meta']['date']}",
         "",
         f"Teacher alone: dev {r['teacher_dev_acc']:.4f}, test {r['teacher_test_acc']:.4f}, "
