@@ -9,7 +9,7 @@ Systems (each measured in its own fresh process, one after the other, on the sam
   skipped when the folder is missing) as the service runs them: the compiled kernel (sdcore.kernel), then
   the ONNX head;
 - ``student-demo-int8``, ``student-paper-int8``: the same students re-exported with an int8 table
-  (``python -m training int8-report -c configs/<run>.toml`` writes ``models/<name>-int8``);
+  (``sd int8-report -c configs/<run>.toml`` writes ``models/<name>-int8``);
 - ``student-demo-numpy``, ``student-paper-numpy``: the same folders on the numpy reference path (shared
   featurizer + ``mean_pool``; with the gather probe); ``student-paper-numpy`` only when asked for;
 - ``minilm-onnx``: the exported teacher in ``TeacherRuntime``; ``minilm-pytorch``: the fine-tuned teacher
@@ -36,10 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_core import check_goals
+from loadtest.bench_explain import explain_cost
+from loadtest.bench_explain import render as render_explain
+from loadtest.bench_loaders import SystemSpec
 from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads, prepare_baselines
 from loadtest.bench_report import render_markdown, write_chart
-from loadtest.bench_systems import SystemSpec, TimingSettings, run_system
+from loadtest.bench_systems import TimingSettings, run_system
 from loadtest.machine import load_note, loadavg, machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,9 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         "goals": [vars(g) for g in goals],
         "notes": notes,
     }
+    markdown = render_markdown(report, goals)
+    if demo is not None:  # what an explanation costs on the demo student (loadtest/bench_explain.py)
+        explain_workloads = {k: v[:256] for k, v in workloads.items()}
+        report["explain"] = _in_child(explain_cost, Path(args.student_demo), explain_workloads, (1, 32), 1,
+                                      args.repeat_s)
+        markdown += "\n" + render_explain(report["explain"], args.student_demo.name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    markdown = render_markdown(report, goals)
     args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
     write_chart(report, args.out.with_suffix(".png"))
     print(markdown)

@@ -1,4 +1,5 @@
-"""Memory facts for ``make bench``: process RSS, pages of the embedding table, copy bandwidth.
+"""Memory facts for ``make bench``: pages of the embedding table, copy bandwidth (process RSS:
+``sdcore.process_memory``).
 
 Three views of "how much of the table is in memory", because they answer different questions:
 - ``touched_pages``: the pages the gathers of this process actually read, computed from the rows it
@@ -22,23 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 PAGE = mmap.PAGESIZE
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process (VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def peak_rss_bytes() -> int:
-    """Peak RSS of this process image (VmHWM). Not ``ru_maxrss``: Linux carries that across ``execve``,
-    so a spawned child would report its parent's peak at the fork."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def mapped_rss(paths: Sequence[Path | str], smaps: str | None = None) -> int:

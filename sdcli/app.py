@@ -245,6 +245,48 @@ def labeling_memory_command(
                                     cache_dir, out))
 
 
+ModelArgument = Annotated[Path, typer.Argument(help="An exported model folder, student or teacher (models/<name>).")]
+BatchOption = Annotated[int, typer.Option(min=1, help="Texts per model call.")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="onnxruntime threads (default: one per core).")]
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    file: Annotated[str, typer.Argument(help="Texts: one a line, or JSONL with a \"text\" field; - for stdin.")],
+    top_k: Annotated[int | None, typer.Option(min=1, help="Keep at most K labels in scores, best first.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Keep only labels with at least this probability.")
+    ] = None,
+    raw: Annotated[bool, typer.Option(help="Also write every label's raw logit.")] = False,
+    input_format: Annotated[
+        str, typer.Option("--format", help="auto (JSONL for .jsonl, or stdin starting with '{'), text or jsonl.")
+    ] = "auto",
+    batch_size: BatchOption = 256,
+    threads: ThreadsOption = None,
+) -> None:
+    """Classify a file (or stdin) with a student or teacher: one JSON answer a line on stdout."""
+    from sdcli.predict import predict_file
+    from service.answers import AnswerOptions
+
+    options = AnswerOptions(top_k=top_k, threshold=threshold, raw=raw)
+    guarded(lambda: predict_file(model, file, sys.stdout, options, batch_size, threads, input_format))
+
+
+@app.command("test")
+def test_command(
+    model: ModelArgument,
+    file: Annotated[Path, typer.Argument(help="Labeled texts: .csv/.tsv (text, label header) or .jsonl.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    batch_size: BatchOption = 256,
+    threads: ThreadsOption = None,
+) -> None:
+    """Score a student or teacher on a labeled file: accuracy (95% CI), per-class P/R/F1, confusion, coverage."""
+    from sdcli.scoring import model_test
+
+    guarded(lambda: model_test(model, file, json_out, batch_size, threads))
+
+
 @app.command(context_settings=PASS_THROUGH)
 def serve(ctx: typer.Context) -> None:
     """Start the HTTP service (every `python -m service` flag; `sd serve --help` lists them)."""
@@ -259,6 +301,19 @@ def demo(config: ConfigOption = Path("configs/mr-demo.toml")) -> None:
     from sdcli.demo import demo as run_demo
 
     guarded(lambda: run_demo(config))
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="A student model folder, e.g. models/mr-demo.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts; or a file, a text a line (.jsonl: \"text\"); - = stdin.")],
+    top_n: Annotated[int, typer.Option(help="N-grams shown per text, by effect on the predicted label.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text, as POST /v1/explain.")] = False,
+) -> None:
+    """Which n-grams moved the student's label: each left out, its effect on every label's probability."""
+    from sdcli.explain import explain_command
+
+    guarded(lambda: explain_command(model, texts, top_n, as_json))
 
 
 def _pass_through(name: str, module: str, doc: str) -> None:
@@ -279,6 +334,7 @@ for _name, _module, _doc in (
     ("paper-scale", "training.paper_scale", "Train and export the 1B-parameter student; reports/paper-scale.*."),
     ("bench-profile", "loadtest.bench_profile", "cProfile of the student's serving path on one workload."),
     ("bench-pool", "loadtest.bench_pool", "The student's pooling at several chunk sizes."),
+    ("bench-explain", "loadtest.bench_explain", "What /v1/explain costs per text beside a prediction."),
     ("scale-out-bench", "training.scale.scale_out_bench", "Labeling throughput, local vs Ray workers."),
 ):
     _pass_through(_name, _module, _doc + " (Flags pass through; --help lists them.)")

@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from sdcore.errors import ProjectError
 from service.api.deps import AppState, require_api_key
-from service.api.routes import cascade, classify, health, metrics, models, v2, v2_repository
+from service.api.routes import cascade, classify, explain, health, metrics, models, page, v2, v2_repository
 from service.errors import install_error_handlers
 from service.logging_setup import REQUEST_ID_HEADER
 from service.logging_setup import configure_logging as _configure_logging
@@ -63,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await grpc_server.stop(grace=state.settings.graceful_timeout_s)
         await repository.stop()
         await registry.stop()
+        app.state.explain_workers.close()
         state.metrics.process_exit()
         logger.info("models stopped")
 
@@ -78,6 +79,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.service = AppState(settings=settings, metrics=metrics_)
     app.state.repository = None  # set by the lifespan
     app.state.grpc_port = None  # the port the gRPC server bound, when it runs
+    app.state.explain_workers = explain.ExplainWorkers(settings.max_concurrent_explanations, settings.retry_after_s)
     install_error_handlers(app)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics_)
     if settings.cors_allow_origins:  # opt-in: browsers may call the API from these origins only
@@ -92,7 +94,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     app.include_router(health.router)
     app.include_router(v2.health_router)
-    for router in (classify.router, cascade.router, models.router, metrics.router, v2.router, v2_repository.router):
+    page.mount(app)  # the page at / (static files; it calls the API with the key the user types)
+    for router in (classify.router, cascade.router, explain.router, models.router, metrics.router, v2.router,
+                   v2_repository.router):
         app.include_router(router, dependencies=protected)
     app.openapi = partial(openapi_with_limits, app, settings)  # type: ignore[method-assign]
     return app
@@ -110,7 +114,7 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
     # The bodies the v2 routes read by hand (any content type), declared for the schema.
     schema["components"]["schemas"].update(v2.v2_component_schemas())
     schema["components"]["schemas"].update(v2_repository.repository_component_schemas())
-    for name in ("ClassifyRequest", "CompareRequest", "CascadeRequest"):
+    for name in ("ClassifyRequest", "CompareRequest", "CascadeRequest", "ExplainRequest"):
         texts = schema["components"]["schemas"][name]["properties"]["texts"]
         texts["maxItems"] = settings.max_texts_per_request
         texts["items"]["maxLength"] = settings.max_chars_per_text

@@ -2,8 +2,8 @@
 
 ``StudentRuntime`` and ``TeacherRuntime`` implement it directly (LitServe's single model contract):
 ``load(root, options)`` opens a model folder, ``predict(texts)`` answers one ``Predictions`` for the
-whole batch, ``facts`` says what the manifest says, ``providers()`` where it really runs. A runtime
-knows nothing of HTTP and the routes never touch onnxruntime.
+whole batch (a bare string is one text), ``facts`` says what the manifest says, ``providers()`` where
+it really runs. A runtime knows nothing of HTTP and the routes never touch onnxruntime.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ class RuntimeOptions:
     observer: StageObserver | None = None
 
 
+def as_texts(texts: Sequence[str] | str) -> Sequence[str]:
+    """A bare string is one text (iterating it would give one prediction per character)."""
+    return [texts] if isinstance(texts, str) else texts
+
+
 @dataclass(frozen=True)
 class Predictions:
     """One runtime call's answers; the batcher slices it into each request's rows."""
@@ -44,6 +49,7 @@ class Predictions:
     probabilities: npt.NDArray[np.float32]  # [n, labels]
     coverage: npt.NDArray[np.float64] | None = None  # student only: share of n-grams in vocabulary
     ngrams_found: npt.NDArray[np.int64] | None = None  # student only
+    logits: npt.NDArray[np.float32] | None = None  # [n, labels], before the softmax (answers with raw=true)
     ngrams_total: npt.NDArray[np.int64] | None = None  # student only: all n-grams of each text
 
     def __len__(self) -> int:
@@ -67,6 +73,7 @@ class Predictions:
             self.probabilities[start:stop],
             None if self.coverage is None else self.coverage[start:stop],
             None if self.ngrams_found is None else self.ngrams_found[start:stop],
+            None if self.logits is None else self.logits[start:stop],
             None if self.ngrams_total is None else self.ngrams_total[start:stop],
         )
 
@@ -93,6 +100,6 @@ class Runtime(Protocol):
     @classmethod
     def load(cls, root: Path | str, options: RuntimeOptions = ...) -> Self: ...
 
-    def predict(self, texts: Sequence[str]) -> Predictions: ...
+    def predict(self, texts: Sequence[str] | str) -> Predictions: ...
 
     def providers(self) -> list[str]: ...

@@ -94,6 +94,9 @@ class ServiceSettings(BaseSettings):
     max_texts_per_request: int = Field(default=64, ge=1, description="more texts in one request: 413")
     max_chars_per_text: int = Field(default=20_000, ge=1, description="a longer text: 413")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="a larger request body: 413")
+    max_concurrent_explanations: int = Field(
+        default=2, ge=1, description="/v1/explain requests running at once; one more: 503"
+    )
 
     # --- device ---------------------------------------------------------------------------------
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where ONNX runs")

@@ -53,7 +53,7 @@ from sdcore.model_format import (
 from sdcore.router import load_router
 from service.gather_graph import gather_cast_model
 from service.onnx_session import onnx_session, softmax
-from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver
+from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver, as_texts
 
 FloatArray = npt.NDArray[np.float32]
 Backend = Literal["kernel", "numpy"]
@@ -237,12 +237,15 @@ class StudentRuntime:
         (out,) = self.head.run(None, {self._head_input: pooled})
         return np.asarray(out, dtype=np.float32)
 
-    def predict(self, texts: Sequence[str]) -> Predictions:
+    def predict(self, texts: Sequence[str] | str) -> Predictions:
+        """Probabilities (and logits), coverage and n-grams found of each text; a bare str is one text."""
+        texts = as_texts(texts)
         if not texts:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), empty, np.zeros(0, dtype=np.int64))
         pooled, occ = self.pool(texts)
-        return Predictions(softmax(self.logits(pooled)), occ.coverage, occ.found, occ.total)
+        logits = self.logits(pooled)
+        return Predictions(softmax(logits), occ.coverage, occ.found, logits, occ.total)
 
 
 def student_facts(root: Path, m: StudentManifest) -> ModelFacts:

@@ -26,7 +26,7 @@ from sdcore.model_format import (
     verify_teacher,
 )
 from service.onnx_session import onnx_session, output_dtype, softmax
-from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions
+from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, as_texts
 
 FloatArray = npt.NDArray[np.float32]
 TOKENIZER_FILE = f"{TEACHER_TOKENIZER_DIR}/tokenizer.json"
@@ -165,7 +165,7 @@ class TeacherRuntime:
 
     def logits(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str] | str,
         batch_size: int | None = None,
         on_batch: Callable[[int], object] | None = None,
         max_tokens: int = 0,
@@ -175,6 +175,7 @@ class TeacherRuntime:
         Batches hold at most ``batch_size`` texts (default: the load option) of similar length and,
         with ``max_tokens`` > 0, at most that many padded tokens (``token_budget_batches``)."""
         batch_size = batch_size or self.batch_size
+        texts = as_texts(texts)
         out = np.empty((len(texts), len(self.manifest.labels)), dtype=np.float32)
         encodings = self.encode(texts) if texts else []
         lengths = np.asarray([len(e.ids) for e in encodings], dtype=np.int64)
@@ -188,7 +189,9 @@ class TeacherRuntime:
                 on_batch(idx.size)
         return out
 
-    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> Predictions:
-        """Label probabilities [len(texts), labels]; the texts are sorted by token length and run in
-        ONNX batches of ``batch_size``, so short texts of different requests share little padding."""
-        return Predictions(softmax(self.logits(texts, batch_size)))
+    def predict(self, texts: Sequence[str] | str, batch_size: int | None = None) -> Predictions:
+        """Label probabilities [len(texts), labels] (and the logits); the texts are sorted by token length
+        and run in ONNX batches of ``batch_size``, so short texts of different requests share little
+        padding. A bare string is one text."""
+        logits = self.logits(as_texts(texts), batch_size)
+        return Predictions(softmax(logits), logits=logits)

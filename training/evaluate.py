@@ -16,23 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 
 from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from service.student_runtime import StudentRuntime
 from training.config import RunConfig
 from training.fasttext_baseline import train_fasttext
+from training.intervals import wilson
 from training.run_folder import read_done
 from training.student import predict_logits
 from training.student_runs import final_stage, has_stage, labeled_bags, load_stage
-
-
-def wilson(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of ``correct`` successes in ``total`` trials (scipy's)."""
-    if total == 0:
-        return (0.0, 0.0)
-    ci = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
 
 
 def scored(dev_acc: float, test_acc: float, n_dev: int, n_test: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """An int8 table for a finished run: re-export its student as int8, score it beside float16 and fastText.
 
-    .venv/bin/python -m training int8-report -c configs/mr-demo.toml        # + fastText and its quantize
-    .venv/bin/python -m training int8-report -c configs/mr-paper.toml --no-fasttext
+    sd int8-report -c configs/mr-demo.toml        # + fastText and its quantize
+    sd int8-report -c configs/mr-paper.toml --no-fasttext
 
 1. The run's final student (runs/<name>/student, FT else KD) is exported with ``export.dtype = "int8"``
    to ``models/<name>-int8`` (``--out``): symmetric, one float32 scale per row (sdcore/quantize.py). The
@@ -155,7 +155,7 @@ def int8_report(config: RunConfig, out: Path | None = None, report_path: Path | 
             del s[f"{split}_probabilities"]
     report: dict[str, Any] = {
         "config": config.source_path or config.name,
-        "command": " ".join(["python -m training", *sys.argv[1:]]) if sys.argv else "",
+        "command": " ".join(["sd", *sys.argv[1:]]) if sys.argv else "",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "n_dev": len(splits["dev"][0]), "n_test": len(splits["test"][0]),
         "students": [reference, quantized], "comparison": comparison,

@@ -25,7 +25,7 @@ def _measure(teacher_dir: str, texts: list[str], batch_size: int, max_tokens: in
              arena: bool, threads: int, queue: Any) -> None:
     import onnxruntime as ort
 
-    from loadtest.bench_memory import peak_rss_bytes
+    from sdcore.process_memory import peak_rss_bytes
     from service.runtime import RuntimeOptions
     from service.teacher_runtime import TeacherRuntime, token_budget_batches
 

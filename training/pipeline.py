@@ -11,7 +11,6 @@ it was made from; a step whose inputs or settings changed is redone.
 from __future__ import annotations
 
 import json
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from sdcore.atomic import atomic_write_json
 from sdcore.errors import ProjectError
+from sdcore.process_memory import peak_rss_bytes
 from training.config import RunConfig
 from training.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.export import export_student
@@ -286,11 +286,6 @@ def select_steps(from_step: str | None = None, until: str | None = None) -> list
     return names[lo:hi]
 
 
-def peak_rss_gib() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 TEACHER_STEPS = ("data", "teacher", "teacher-export", "label")
 SHARED_FOLDERS = ("data", "teacher", "label")
 
@@ -331,7 +326,7 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         # Every invocation is kept: a skipped step shows as a short one, a real one as its real time.
         log.setdefault("history", []).append(
-            {"step": name, "wall_s": round(seconds, 2), "peak_rss_gib": round(peak_rss_gib(), 3),
+            {"step": name, "wall_s": round(seconds, 2), "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3),
              "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         )
         atomic_write_json(log_path, log)

@@ -23,7 +23,7 @@ from sdcore.atomic import atomic_write_bytes, atomic_write_json
 from training.run_folder import StepInputMissing
 
 SYSTEMS = (
-    ("teacher", "Teacher (MiniLM-L6, fine-tuned)"),
+    ("teacher", "Teacher (fine-tuned transformer)"),
     ("dan_scratch", "DAN from scratch"),
     ("dan_kd", "DAN KD"),
     ("dan_kd_ft", "DAN KD+FT"),
@@ -66,6 +66,7 @@ def task_entry(results: dict[str, Any]) -> dict[str, Any]:
         "dev_size": meta["n_dev"],
         "corpus_texts": meta["corpus_texts"],
         "teacher_max_length": meta.get("teacher_max_length"),
+        "teacher_base_model": meta.get("teacher_base_model"),
         "dev_test_texts_dropped": (meta.get("corpus_sources") or {}).get("dev_test_texts_dropped", 0),
         "date": meta["date"],
     }
@@ -105,6 +106,8 @@ def render_table(tasks: dict[str, dict[str, Any]]) -> str:
     lines.append("| transfer texts dropped as dev/test leaks | " + " | ".join(dropped) + " |")
     lengths = [f"{tasks[n]['facts']['teacher_max_length']} | " for n in names]
     lines.append("| teacher length (tokens) | " + " | ".join(lengths) + " |")
+    bases = [f"{_short_base(tasks[n]['facts'].get('teacher_base_model'))} | " for n in names]
+    lines.append("| teacher base | " + " | ".join(bases) + " |")
     return "\n".join(lines)
 
 
@@ -125,6 +128,11 @@ def goal_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
         verdict = "; ".join(f"{text} ({'met' if ok else 'not met'})" for text, ok in checks)
         lines.append(f"- `{name}`: {verdict}.")
     return lines
+
+
+def _short_base(name: str | None) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2 (PyPI ...)`` -> ``all-MiniLM-L6-v2``."""
+    return (name or "?").split(" (", 1)[0].rsplit("/", 1)[-1]
 
 
 def write_task_table(reports: dict[str, Path], out: Path, command: str) -> dict[str, Any]:

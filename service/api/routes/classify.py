@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.api.deps import RegistryDep, SettingsDep, check_limits
 from service.api.inference import (
+    answer_options,
     gather_or_cancel,
     run_model,
     set_timing,
@@ -36,7 +37,8 @@ async def classify(
     model = registry.get("student", body.model)
     timed = await until_client_leaves(request, run_model(model, body.texts))
     set_timing(response, timed.queue_ms, timed.inference_ms)
-    return StudentClassifyResponse(model=model.name, results=student_results(timed.predictions, model.labels))
+    results = student_results(timed.predictions, model.labels, answer_options(body))
+    return StudentClassifyResponse(model=model.name, results=results)
 
 
 @router.post(
@@ -49,7 +51,8 @@ async def classify_teacher(
     model = registry.get("teacher", body.model)
     timed = await until_client_leaves(request, run_model(model, body.texts))
     set_timing(response, timed.queue_ms, timed.inference_ms)
-    return TeacherClassifyResponse(model=model.name, results=teacher_results(timed.predictions, model.labels))
+    results = teacher_results(timed.predictions, model.labels, answer_options(body))
+    return TeacherClassifyResponse(model=model.name, results=results)
 
 
 @router.post("/compare", response_model=CompareResponse, summary="Student and teacher on the same texts")

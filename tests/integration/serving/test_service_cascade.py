@@ -285,7 +285,7 @@ async def test_a_malformed_cascade_section_stops_start_up_naming_the_manifest(
         ({"confidence_threshold": math.nan}, "confidence_threshold: Input should be a finite number"),
         ({"coverage_threshold": math.inf}, "coverage_threshold: Input should be a finite number"),
         ({"teacher": 3}, "teacher"),
-        ({"top_k": 3}, "top_k"),
+        ({"colour": 3}, "colour"),  # an unknown field (top_k is an answer option now)
         ({"texts": []}, "at least 1"),
     ],
 )
