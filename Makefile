@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 KERNEL_SOURCES := sdcore/_ngram_kernel.pyx sdcore/_kernel_simd.h setup.py
 KERNEL_STAMP := sdcore/.kernel-built
 
-.PHONY: install kernel data browser demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test clean
+.PHONY: install kernel data browser demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test compose-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -91,6 +91,13 @@ loadtest: install $(DEMO_MODEL)
 # Builds the serving image on a debootstrap base and checks it serves a tiny model (SKIPPED without Docker).
 docker-test: install
 	bash scripts/docker_test.sh
+
+# The real docker-compose.yml end to end (SKIPPED without Docker): builds train, serve and loadtest on the
+# local base, trains configs/compose-tiny.toml in the train container, serves it from the api container
+# (classify, compare), runs the bench profile, stops api with uploads in flight, then down -v leaves
+# nothing (scripts/compose_test.sh; reports/docker.md has its times).
+compose-test: data
+	bash scripts/compose_test.sh
 
 # Regenerate the gRPC modules from service/grpc_api/kserve.proto (they are committed: serving needs no
 # code generator). Their messages go into a private descriptor pool, not protobuf's default one, so a

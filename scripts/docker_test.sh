@@ -20,68 +20,19 @@
 # KEEP_WORK=1.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PY="${PY:-$REPO/.venv/bin/python}"
-BASE_TAG="${BASE_TAG:-sd-base:bookworm}"
+NAME=docker-test
+# shellcheck source=scripts/docker_lib.sh
+source "$(dirname "$0")/docker_lib.sh"
 IMAGE="${IMAGE:-sparse-distillation:serve-test}"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-TORCH_WHEELS="${TORCH_WHEELS:-/opt/wheels}"
-HOST_CA="${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}"
-BUILD_TIMEOUT_S="${BUILD_TIMEOUT_S:-900}"  # for debootstrap and for each image build
-WORK="$(mktemp -d /tmp/sd-docker-test.XXXXXX)"
 CONTAINER="sd-docker-test-$$"
-STARTED_DOCKERD=""
-T0=$SECONDS
 
-# The base image's recipe: a change here (packages, trimming) makes the next run rebuild the base.
-BASE_PACKAGES="python3,python3-venv,ca-certificates"
-BASE_RECIPE="bookworm minbase $BASE_PACKAGES slim-v1"
-# Paths dpkg leaves out, now and in later `apt-get install`s (Debian's -slim images do the same).
-DPKG_EXCLUDES='path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-path-exclude /usr/share/lintian/*'
-
-log() { printf '[docker-test] %s\n' "$*"; }
-skip() { printf 'docker-test: SKIPPED (%s)\n' "$*"; exit 0; }
-fail() {
+on_fail() {
     if docker inspect "$CONTAINER" >/dev/null 2>&1; then docker logs --tail 50 "$CONTAINER" 2>&1 | sed 's/^/  | /'; fi
-    printf 'docker-test: FAILED (%s)\n' "$*"
-    exit 1
 }
-
-cleanup() {
-    docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
-    if [ -n "$STARTED_DOCKERD" ]; then
-        kill "$STARTED_DOCKERD" 2>/dev/null || true  # the dockerd this script started, by its pid
-        wait "$STARTED_DOCKERD" 2>/dev/null || true
-    fi
-    if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else log "work folder kept: $WORK"; fi
-}
-trap cleanup EXIT
-trap 'fail "interrupted"' INT TERM
-
-wait_for() {  # wait_for SECONDS COMMAND...: poll a condition until a deadline
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 1  # poll interval
-    done
-}
-
-apt_install() {  # apt_install PACKAGE...: as root, with fresh package lists (a new machine has none)
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >>"$WORK/apt.log" 2>&1 || return 1
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q "$@" >>"$WORK/apt.log" 2>&1
-}
+on_exit() { docker rm -f "$CONTAINER" >/dev/null 2>&1 || true; }
 
 # --- 0. the compose file (needs no engine) -------------------------------------------------------------
-if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then COMPOSE=(docker-compose)
-else COMPOSE=()
-fi
+find_compose
 if [ ${#COMPOSE[@]} -gt 0 ]; then
     (cd "$REPO" && "${COMPOSE[@]}" config >"$WORK/compose.yml" 2>"$WORK/compose.err") \
         || { cat "$WORK/compose.err"; fail "${COMPOSE[*]} config: docker-compose.yml does not validate"; }
@@ -110,61 +61,15 @@ else
 fi
 
 # --- 1. the engine -------------------------------------------------------------------------------------
-if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
-    log "installing docker.io (apt-get; log: $WORK/apt.log)"
-    apt_install docker.io || skip "no docker CLI or dockerd, and docker.io could not be installed"
-fi
-if ! docker info >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || skip "no running Docker engine and not root to start dockerd"
-    log "starting dockerd (log: $WORK/dockerd.log)"
-    dockerd >"$WORK/dockerd.log" 2>&1 &
-    STARTED_DOCKERD=$!
-    if ! wait_for 60 docker info; then
-        tail -5 "$WORK/dockerd.log" 2>/dev/null | sed 's/^/  | /' || true
-        skip "dockerd did not answer within 60 s (this machine may not allow containers)"
-    fi
-fi
-log "engine: Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')"
-export DOCKER_BUILDKIT=0  # the legacy builder: there is no buildx plugin here
+ensure_engine
 
 # --- 2. the base image (debootstrap) -------------------------------------------------------------------
-base_recipe() { docker image inspect -f '{{index .Config.Labels "sd.base.recipe"}}' "$BASE_TAG" 2>/dev/null; }
-base_seconds="cached"
-old_base_id=""
-if [ -n "${REBUILD_BASE:-}" ] || [ "$(base_recipe)" != "$BASE_RECIPE" ]; then
-    if ! command -v debootstrap >/dev/null 2>&1; then
-        apt_install debootstrap || fail "cannot install debootstrap (see $WORK/apt.log)"
-    fi
-    old_base_id=$(docker image inspect -f '{{.Id}}' "$BASE_TAG" 2>/dev/null || true)
-    log "debootstrap bookworm ($BASE_PACKAGES) from $DEBIAN_MIRROR"
-    started=$SECONDS
-    ROOTFS="$WORK/rootfs"
-    timeout "$BUILD_TIMEOUT_S" debootstrap --variant=minbase --include="$BASE_PACKAGES" \
-        bookworm "$ROOTFS" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 \
-        || { tail -20 "$WORK/debootstrap.log"; fail "debootstrap failed or ran past ${BUILD_TIMEOUT_S} s (log above)"; }
-    printf '%s\n' "$DPKG_EXCLUDES" >"$ROOTFS/etc/dpkg/dpkg.cfg.d/docker-slim"
-    find "$ROOTFS/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-    find "$ROOTFS/usr/share/doc" -mindepth 1 -type d -empty -delete
-    rm -rf "$ROOTFS/usr/share/man/"* "$ROOTFS/usr/share/info/"* "$ROOTFS/usr/share/locale/"* \
-        "$ROOTFS/usr/share/lintian/"* "$ROOTFS/var/cache/apt/"*.bin "$ROOTFS/var/cache/apt/archives/"*.deb \
-        "$ROOTFS/var/lib/apt/lists/"*
-    tar -C "$ROOTFS" -c . | docker import --change 'CMD ["python3"]' \
-        --change "LABEL sd.base.recipe=\"$BASE_RECIPE\"" - "$BASE_TAG" >/dev/null
-    rm -rf "$ROOTFS"
-    base_seconds="$((SECONDS - started)) s"
-    log "base image $BASE_TAG built in $base_seconds: $(($(docker image inspect -f '{{.Size}}' "$BASE_TAG") / 1000000)) MB"
-fi
-docker run --rm --network none "$BASE_TAG" python3 -c "import sys, venv; assert sys.version_info[:2] == (3, 11), sys.version" \
-    || fail "$BASE_TAG has no Python 3.11 with venv"
+ensure_base
+base_seconds=$BASE_SECONDS
 
 # --- 3. the serving image ------------------------------------------------------------------------------
 CTX="$WORK/context"
-mkdir -p "$CTX"
-cp -r "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" "$REPO/Dockerfile" "$REPO/.dockerignore" \
-    "$REPO/sdcore" "$REPO/sdcli" "$REPO/service" "$REPO/training" "$REPO/loadtest" "$REPO/configs" "$CTX/"
-# The kernel is built inside the image; a host build (.so, generated .c) must not travel into it.
-rm -f "$CTX"/sdcore/*.so "$CTX"/sdcore/_ngram_kernel.c
-[ -f "$HOST_CA" ] && cp "$HOST_CA" "$CTX/docker-ca.crt"
+make_context "$CTX"
 log "building $IMAGE (target serve, FROM $BASE_TAG; log: $WORK/build-serve.log)"
 old_serve_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 started=$SECONDS
@@ -173,12 +78,10 @@ timeout "$BUILD_TIMEOUT_S" docker build --network host --build-arg BASE_IMAGE="$
     || { tail -30 "$WORK/build-serve.log"; fail "serving image build failed or ran past ${BUILD_TIMEOUT_S} s"; }
 serve_seconds=$((SECONDS - started))
 serve_bytes=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-# The images this run replaced (untagged now): removed so that repeated runs do not fill the disk; an old
-# base that another image still uses stays.
+# The image this run replaced (untagged now): removed so that repeated runs do not fill the disk.
 if [ -n "$old_serve_id" ] && [ "$old_serve_id" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
     docker rmi "$old_serve_id" >/dev/null 2>&1 || true
 fi
-if [ -n "$old_base_id" ]; then docker rmi "$old_base_id" >/dev/null 2>&1 || true; fi
 serve_mb=$((serve_bytes / 1000000))
 log "serving image built in $serve_seconds s: $serve_mb MB ($serve_bytes bytes, docker image inspect .Size)"
 if docker run --rm --network none --entrypoint python3 "$IMAGE" -c "import torch" >/dev/null 2>&1; then
@@ -186,8 +89,7 @@ if docker run --rm --network none --entrypoint python3 "$IMAGE" -c "import torch
 fi
 [ "$(docker run --rm --network none --entrypoint id "$IMAGE" -u)" != 0 ] || fail "the serving image runs as root"
 if [ -n "${DOCKER_TEST_TRAIN:-}" ]; then
-    mkdir -p "$CTX/docker-wheels"
-    cp "$TORCH_WHEELS"/torch-2.13.0+cpu-*.whl "$CTX/docker-wheels/" || fail "no torch CPU wheel in $TORCH_WHEELS"
+    make_context "$CTX" torch
     log "building the train target (torch from the local CPU wheel)"
     started=$SECONDS
     timeout "$BUILD_TIMEOUT_S" docker build --network host --build-arg BASE_IMAGE="$BASE_TAG" --target train \

@@ -34,12 +34,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m service <args>`` on ``127.0.0.1:<free port>``; a context manager that stops it."""
+    """``python -m service <args>`` on ``127.0.0.1:<free port>``; a context manager that stops it.
+
+    No load balancer stands in front of these local servers, so the drain delay is 0 unless ``args``
+    set ``--drain-delay-s`` (the last value wins).
+    """
 
     def __init__(self, args: list[str], log: Path | None = None, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+                        "--drain-delay-s", "0", *args]
         self.log = log
         self._log_file = log.open("wb") if log is not None else None
         self.process = subprocess.Popen(
@@ -72,7 +77,7 @@ class ServerProcess:
         raise ServerNotReady(f"the service was not ready within {timeout_s:.0f} s" + self._where())
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM (uvicorn drains in-flight requests), then kill if it does not exit in time."""
+        """SIGTERM (the server drains in-flight requests: service/drain.py), then kill if it does not exit in time."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -63,6 +63,12 @@ class ServiceSettings(BaseSettings):
     graceful_timeout_s: int = Field(
         default=30, ge=1, description="on SIGTERM, how long in-flight requests may take before they are cut"
     )
+    drain_delay_s: float = Field(
+        default=5.0, ge=0, le=600,
+        description="on SIGTERM, how long readiness answers 503 while new connections are still served, before "
+        "the listener closes (time for a load balancer to take the server out); then in-flight requests finish "
+        "within graceful_timeout_s. SIGINT (Ctrl-C) skips it. 0 = close the listener at once",
+    )
 
     # --- dynamic batching -------------------------------------------------------------------------
     max_batch_size: int = Field(default=256, ge=1, description="student: most texts in one runtime call")

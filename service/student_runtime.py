@@ -38,7 +38,6 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from scipy import sparse
 
 from sdcore.featurizer import NgramFeaturizer, NgramOccurrences
 from sdcore.model_format import (
@@ -143,6 +142,10 @@ def mean_pool(occ: NgramOccurrences, table: EmbeddingTable, chunk_rows: int = PO
     out = np.zeros((occ.num_texts, table.dim), dtype=np.float32)
     if occ.rows.size == 0:
         return out
+    # scipy is not a serving dependency: this numpy reference (tests, benchmarks) needs it, the compiled
+    # kernel that serves does not, and the serving image leaves it out (143 MB).
+    from scipy import sparse
+
     # Occurrences sorted by row. The sort need not be stable: entries of one row that share a text add
     # the same value to that text, so their order cannot change a bit of the sums.
     order = np.argsort(occ.rows)

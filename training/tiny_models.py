@@ -223,3 +223,34 @@ def make_large_shaped_checkpoint(
         intermediate=4096,
         embedding_rows=vocab_size,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.tiny_models OUT``: a tiny teacher base on the MR training sentences, offline.
+
+    For runs that must finish in minutes on a busy CPU (``make compose-test`` trains
+    configs/compose-tiny.toml with it inside the train image). Does nothing if OUT already holds one.
+    """
+    import argparse
+
+    from training.data import load_mr
+
+    parser = argparse.ArgumentParser(prog="python -m training.tiny_models", description=main.__doc__)
+    parser.add_argument("out", type=Path, help="the checkpoint folder to write")
+    parser.add_argument("--family", choices=["bert", "roberta"], default="bert")
+    parser.add_argument("--data-cache", type=Path, default=Path(".cache/data"), help="where the MR files are")
+    parser.add_argument("--max-positions", type=int, default=128)
+    parser.add_argument("--vocab-size", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if (args.out / "config.json").is_file():
+        print(f"{args.out}: a checkpoint is there already")
+        return 0
+    task = load_mr(args.data_cache)
+    make_tiny_checkpoint(args.family, args.out, task.train.texts, num_labels=len(task.label_names),
+                         max_positions=args.max_positions, vocab_size=args.vocab_size)
+    print(f"{args.out}: tiny {args.family} checkpoint ({len(task.label_names)} labels)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,10 +22,13 @@ class AppState:
     settings: ServiceSettings
     metrics: ServiceMetrics
     registry: ModelRegistry | None = None
+    # Set on SIGTERM (service.__main__): readiness answers 503 from then on, so a load balancer stops
+    # sending new requests while the ones it sent are still served.
+    draining: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.registry is not None and self.registry.ready
+        return not self.draining and self.registry is not None and self.registry.ready
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread

@@ -68,3 +68,18 @@ def test_goal_lines_follow_the_figures(reports: dict[str, Path], tmp_path: Path)
     assert f"retention test {retention:.1%} ({'met' if retention >= 0.97 else 'not met'})" in small
     gain = 100 * (0.8 - tasks["large"]["fasttext"]["test_acc"])
     assert f"over fastText {gain:+.1f} points ({'met' if gain >= 5 else 'not met'})" in large
+
+
+def test_a_run_without_baselines_gets_dashes_and_its_teacher_named(reports: dict[str, Path], tmp_path: Path) -> None:
+    source = json.loads(reports["small"].with_suffix(".json").read_text(encoding="utf-8"))
+    for key in ("dan_scratch", "fasttext"):
+        del source[key]
+    source["meta"]["teacher_base_model"] = "all-mpnet-base-v2"
+    bare = tmp_path / "accuracy-bare.json"
+    bare.write_text(json.dumps(source), encoding="utf-8")
+    table = write_task_table({"bare": bare.with_suffix("")}, tmp_path / "accuracy", "test")
+    lines = render_table(table["tasks"]).splitlines()
+    assert next(line for line in lines if line.startswith("| DAN from scratch")) == "| DAN from scratch | - | - |"
+    assert next(line for line in lines if line.startswith("| KD+FT - best")).endswith("|  | - |")
+    base_row = next(line for line in lines if line.startswith("| teacher base"))
+    assert base_row == "| teacher base | all-mpnet-base-v2 |  |"

@@ -23,6 +23,8 @@ async def healthz() -> Health:
     responses={503: {"model": ErrorBody, "description": "Not ready (loading, or shutting down)"}},
 )
 async def readyz(state: StateDep) -> Readiness:
+    if state.draining:
+        raise NotReady("shutting down: draining in-flight requests")
     if not state.ready or state.registry is None:
         raise NotReady("models are not loaded and warmed up yet")
     return Readiness(models=[m.name for m in state.registry.models])
