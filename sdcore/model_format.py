@@ -15,6 +15,7 @@ A student folder::
     embeddings/shard-NNNNN.npy row-range shards of the table, float16, float32 or int8
     embeddings/scale-NNNNN.npy int8 tables only: the float32 scale of each row of the shard (sdcore.quantize)
     head.onnx                  pooled [batch, dim] float32 -> logits [batch, labels]
+    router.json                optional: the learned cascade router (sdcore/router.py), written by the cascade step
 
 A teacher folder::
 
@@ -121,6 +122,7 @@ class StudentManifest(BaseModel):
     head: FileEntry
     metrics: dict[str, Any] = Field(default_factory=dict)
     cascade: CascadeSection | None = None  # written by the cascade step (training/cascade.py)
+    router: FileEntry | None = None  # router.json, the learned cascade router (sdcore/router.py)
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: str
 

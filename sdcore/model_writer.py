@@ -41,6 +41,7 @@ from sdcore.model_format import (
     sha256_of,
 )
 from sdcore.quantize import quantize_rows
+from sdcore.router import ROUTER_FILE, CascadeRouter
 
 
 class RowSource(Protocol):
@@ -172,4 +173,13 @@ def store_cascade_section(student_dir: Path, cascade: CascadeSection | dict[str,
     """Write the cascade section into a student's manifest (not checksummed: it describes the other files)."""
     manifest = load_student_manifest(student_dir)
     manifest.cascade = CascadeSection.model_validate(cascade)
+    atomic_write_bytes(student_dir / MANIFEST, (manifest.model_dump_json(indent=2) + "\n").encode("utf-8"))
+
+
+def store_router(student_dir: Path, router: CascadeRouter) -> None:
+    """Write ``router.json`` (sdcore.router) into a student folder and list it, with its checksum, in the
+    manifest: the file first, so a manifest never lists a router that is not there."""
+    manifest = load_student_manifest(student_dir)
+    atomic_write_bytes(student_dir / ROUTER_FILE, (router.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    manifest.router = file_entry(student_dir, ROUTER_FILE)
     atomic_write_bytes(student_dir / MANIFEST, (manifest.model_dump_json(indent=2) + "\n").encode("utf-8"))

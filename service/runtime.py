@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sdcore.cascade import CascadePolicy
+from sdcore.router import CascadeRouter, StudentSignals
 
 Kind = Literal["student", "teacher"]
 
@@ -49,6 +50,7 @@ class Predictions:
     coverage: npt.NDArray[np.float64] | None = None  # student only: share of n-grams in vocabulary
     ngrams_found: npt.NDArray[np.int64] | None = None  # student only
     logits: npt.NDArray[np.float32] | None = None  # [n, labels], before the softmax (answers with raw=true)
+    ngrams_total: npt.NDArray[np.int64] | None = None  # student only: all n-grams of each text
 
     def __len__(self) -> int:
         return int(self.probabilities.shape[0])
@@ -60,12 +62,19 @@ class Predictions:
             raise TypeError("these predictions carry no n-gram coverage (not a student's)")
         return self.coverage
 
+    def student_signals(self) -> StudentSignals:
+        """What the cascade's deferral rule reads (sdcore.router); a student's predictions only."""
+        if self.ngrams_found is None or self.ngrams_total is None:
+            raise TypeError("these predictions carry no n-gram counts (not a student's)")
+        return StudentSignals(self.probabilities, self.student_coverage, self.ngrams_found, self.ngrams_total)
+
     def rows(self, start: int, stop: int) -> Predictions:
         return Predictions(
             self.probabilities[start:stop],
             None if self.coverage is None else self.coverage[start:stop],
             None if self.ngrams_found is None else self.ngrams_found[start:stop],
             None if self.logits is None else self.logits[start:stop],
+            None if self.ngrams_total is None else self.ngrams_total[start:stop],
         )
 
 
@@ -81,6 +90,7 @@ class ModelFacts:
     created_at: str
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific manifest facts
     cascade: CascadePolicy | None = None  # student only: the operating point stored by training.cascade
+    router: CascadeRouter | None = None  # student only: the learned router (router.json), when it has one
 
 
 class Runtime(Protocol):

@@ -49,6 +49,7 @@ from sdcore.model_format import (
     open_shards,
     verify_student,
 )
+from sdcore.router import load_router
 from service.gather_graph import gather_cast_model
 from service.onnx_session import onnx_session, softmax
 from service.runtime import Kind, ModelFacts, Predictions, RuntimeOptions, StageObserver, as_texts
@@ -62,6 +63,9 @@ class PoolCounts(Protocol):
 
     @property
     def found(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def total(self) -> npt.NDArray[np.int64]: ...
 
     @property
     def coverage(self) -> npt.NDArray[np.float64]: ...
@@ -241,10 +245,10 @@ class StudentRuntime:
         texts = as_texts(texts)
         if not texts:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), empty)
+            return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), empty, np.zeros(0, dtype=np.int64))
         pooled, occ = self.pool(texts)
         logits = self.logits(pooled)
-        return Predictions(softmax(logits), occ.coverage, occ.found, logits)
+        return Predictions(softmax(logits), occ.coverage, occ.found, logits, occ.total)
 
 
 def student_facts(root: Path, m: StudentManifest) -> ModelFacts:
@@ -265,4 +269,8 @@ def student_facts(root: Path, m: StudentManifest) -> ModelFacts:
             **facts.cascade.to_dict(), "dev_acc": point.dev_acc, "teacher_share": point.teacher_share,
             "teacher_dev_acc": m.cascade.teacher_dev_acc, "tolerance": m.cascade.tolerance,
         }
+    facts.router = load_router(root, m)  # checked here: a damaged router.json stops the load, naming it
+    if facts.router is not None:
+        details["router"] = {"threshold": facts.router.threshold, "temperature": facts.router.temperature,
+                             **{k: v for k, v in facts.router.fit.items() if not isinstance(v, dict | list)}}
     return facts

@@ -151,6 +151,12 @@ class DistillConfig(Section):
     # Train on the first N texts of the labeled transfer corpus only (vocabulary, features and KD
     # alike); 0 = all. With reuse_teacher_run, one labeling serves a corpus-size study.
     corpus_texts: NonNegative = 0
+    # The cascade router's slice (training/holdout.py): this share of the corpus texts, by a hash of the
+    # normalized text and never a training, dev or test text, at most router_holdout_max of them, is
+    # kept out of KD; the cascade step learns the router on it. 0 (the default) = no slice, no router:
+    # on a small corpus the slice costs the student accuracy (reports/accuracy-notes.md, issue 12).
+    router_holdout: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    router_holdout_max: Positive = 20_000
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -192,6 +198,12 @@ class EvaluateConfig(Section):
     cascade: bool = True
     cascade_tolerance: Ratio = 0.005  # operating point: within this of the teacher's dev accuracy
     cascade_report: str = ""  # "" = reports/cascade-<name>
+    # The learned router (training/router.py), fitted on the distill.router_holdout slice in the cascade
+    # step. Its threshold: the smallest teacher share whose remaining student-teacher disagreement on
+    # the slice is at most router_gap, and never above router_max_share (router_gap = 0: always that share).
+    router: bool = True
+    router_gap: Ratio = 0.005
+    router_max_share: Ratio = 0.3
 
 
 class RayConfig(Section):

@@ -27,6 +27,7 @@ from training.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.export import export_student
 from training.features import featurize_corpus, open_features
 from training.run_folder import RunFolder, StepInputMissing, done_file, fingerprint, is_done, write_done
+from training.student import select_bags
 from training.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
 from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
 
@@ -139,6 +140,8 @@ def student_inputs_key(config: RunConfig, name: str) -> str:
     folder = config.run_folder
     base = [vocab_key(config), config.student, config.seed]
     if name == "kd":
+        if config.distill.router_holdout:  # the slice left out (none: the key of a run without the option)
+            base.append([config.distill.router_holdout, config.distill.router_holdout_max])
         # What the labels are (teacher identity + the digest of every shard's texts), not when or how
         # fast they were made: a rerun of a finished label step must not retrain the student.
         base.append(_read(folder.labels / "meta.json"))
@@ -149,7 +152,9 @@ def student_inputs_key(config: RunConfig, name: str) -> str:
 
 
 def step_kd(config: RunConfig) -> TrainResult:
+    from training.holdout import corpus_split
     from training.label_shards import load_teacher_logits
+    from training.progress import note
 
     folder = config.run_folder
     _set_threads(config.distill.threads)
@@ -157,6 +162,10 @@ def step_kd(config: RunConfig) -> TrainResult:
     logits = load_teacher_logits(config.run_dir).astype(np.float32)
     if config.distill.corpus_texts:
         logits = logits[: config.distill.corpus_texts]
+    split = corpus_split(config)  # the router's slice stays out of distillation
+    note(f"[kd] {split.kd.size} corpus texts; {split.holdout.size} held out for the cascade router"
+         + (f", {split.windows_dropped} windows of them dropped" if split.windows_dropped else ""))
+    kept = select_bags(store.rows, store.offsets, split.kd)
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill
@@ -165,8 +174,9 @@ def step_kd(config: RunConfig) -> TrainResult:
         warmup_ratio=d.warmup_ratio, temperature=d.temperature, feature_dropout=config.student.feature_dropout,
         seed=config.seed, checkpoint_every=d.checkpoint_every,
     )
-    return train_student(model, spec, BagSource(store.rows, store.offsets, logits), dev_bags, dev_labels,
-                         folder.student, "kd", student_inputs_key(config, "kd"))
+    source = BagSource(kept.rows, np.append(kept.offsets, kept.rows.size), logits[split.kd])
+    return train_student(model, spec, source, dev_bags, dev_labels, folder.student, "kd",
+                         student_inputs_key(config, "kd"))
 
 
 def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec) -> TrainResult:

@@ -179,6 +179,15 @@ class CascadePolicyUsed(BaseModel):
     sources: CascadePolicySources = Field(
         description="Which layer set each value: the request, the server settings, the student's manifest, none."
     )
+    rule: Literal["router", "thresholds"] = Field(
+        "thresholds",
+        description="router: the student's learned router decided (its folder has one and neither the request "
+        "nor the server set a threshold); thresholds: the confidence and coverage thresholds above.",
+    )
+    router_threshold: float | None = Field(
+        None, description="With the router: texts whose predicted student-teacher disagreement is at least this "
+        "went to the teacher.",
+    )
 
 
 class CascadeResponse(BaseModel):

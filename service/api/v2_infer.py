@@ -138,8 +138,9 @@ async def run_infer(
             model.facts.cascade,
             Thresholds(settings.cascade_confidence_threshold, settings.cascade_coverage_threshold),
             plan.thresholds or Thresholds(None, None),
+            model.facts.router,
         )
-        s, t, defer = await run_cascade(model, plan.teacher, texts, resolved.policy)
+        s, t, defer = await run_cascade(model, plan.teacher, texts, resolved.rule)
         probabilities = np.array(s.predictions.probabilities, dtype=np.float32)
         if t is not None:
             probabilities[defer] = t.predictions.probabilities

@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sdcore.router import RouterPolicy
 from service.student_runtime import StudentRuntime
 from service.teacher_runtime import TeacherRuntime
+from training.cascade import cascade_accuracy, collect
 from training.config import RunConfig, config_from_dict
-from training.data import TaskData, iter_corpus
+from training.data import TaskData, iter_corpus, load_split
 from training.features import open_features
+from training.holdout import corpus_split, holdout_texts
 from training.pipeline import STEPS, run_steps
+from training.tasks import normalized
 from training.tiny_models import make_tiny_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -53,7 +57,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, mr_small: TaskData, mr_co
             "labeling": {"batch_size": 64, "shard_size": 700},
             "vocab": {"size": 5000, "chunk_texts": 500, "partitions": 4},
             "student": {"embedding_dim": 16, "hidden_dim": 16},
-            "distill": {"epochs": 2, "batch_size": 64, "lr": 5e-3},
+            "distill": {"epochs": 2, "batch_size": 64, "lr": 5e-3, "router_holdout": 0.1},
             "finetune": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
             "scratch": {"epochs": 2, "batch_size": 32, "lr": 5e-3},
             "evaluate": {"report": str(root / "reports" / "accuracy-tiny"),
@@ -94,6 +98,32 @@ def test_cascade_is_calibrated_and_stored(tiny_run: RunConfig) -> None:
     good = [p for p in cascade["curve"] if p["dev_acc"] >= cascade["teacher_dev_acc"] - cascade["tolerance"]]
     if good:
         assert point["teacher_share"] == min(p["teacher_share"] for p in good)
+
+
+def test_the_cascade_step_fits_the_router_on_the_held_out_slice_and_reports_both_rules(tiny_run: RunConfig) -> None:
+    report = json.loads((Path(tiny_run.evaluate.cascade_report).with_suffix(".json")).read_text())
+    assert set(report["rules"]) == {"grid", "router"}
+    runtime = StudentRuntime.load(tiny_run.student_dir)
+    router = runtime.facts.router
+    assert router is not None and runtime.manifest.router is not None
+    assert report["router"]["threshold"] == router.threshold
+    # each row is what the one deferral rule gives on the exported models' answers
+    dev = load_split(tiny_run.run_dir, "dev")
+    teacher = TeacherRuntime.load(tiny_run.teacher_dir)
+    answers = collect(runtime, teacher, dev.texts, dev.labels)
+    for name, rule in (("router", RouterPolicy.of(router)), ("grid", runtime.facts.cascade)):
+        assert rule is not None
+        acc, share = cascade_accuracy(answers, rule)
+        assert (report["rules"][name]["dev_acc"], report["rules"][name]["dev_teacher_share"]) == (acc, share)
+        assert report["rules"][name]["speedup"] > 0
+    markdown = Path(tiny_run.evaluate.cascade_report).with_suffix(".md").read_text()
+    assert "| learned router (corpus slice) |" in markdown and "| grid on dev" in markdown
+    # the slice: as many texts as the router saw, none of them a labeled text, none of them trained on
+    split = corpus_split(tiny_run)
+    assert report["router"]["slice_texts"] == split.holdout.size > 0
+    assert np.intersect1d(split.holdout, split.kd).size == 0
+    labeled = {normalized(t) for s in ("train", "dev", "test") for t in load_split(tiny_run.run_dir, s).texts}
+    assert not {normalized(t) for t in holdout_texts(tiny_run, split)} & labeled
 
 
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:

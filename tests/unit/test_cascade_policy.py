@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from sdcore.cascade import CascadePolicy
+from sdcore.router import CascadeRouter, RouterPolicy
 from service.cascade_policy import Thresholds, resolve_policy
 from service.settings import ServiceSettings
 
@@ -40,6 +41,20 @@ def test_without_a_manifest_settings_apply_at_temperature_one() -> None:
     resolved = resolve_policy(None, Thresholds(confidence_threshold=0.6), Thresholds())
     assert resolved.policy == CascadePolicy(1.0, 0.6, 0.0)
     assert resolved.sources == {"temperature": "none", "confidence_threshold": "settings", "coverage_threshold": "none"}
+
+
+ROUTER = CascadeRouter(temperature=1.2, mean=[0.0] * 6, scale=[1.0] * 6, coef=[-1.0, 0, 0, -0.5, 0, 0],
+                       intercept=0.3, threshold=0.4)
+
+
+def test_the_router_decides_unless_the_request_or_the_settings_set_a_threshold() -> None:
+    routed = resolve_policy(STORED, Thresholds(), Thresholds(), ROUTER)
+    assert routed.rule == RouterPolicy(ROUTER, 0.4) and routed.rule_name == "router"
+    for settings, request in ((Thresholds(), Thresholds(coverage_threshold=0.0)),
+                              (Thresholds(confidence_threshold=0.9), Thresholds())):
+        resolved = resolve_policy(STORED, settings, request, ROUTER)
+        assert resolved.rule_name == "thresholds" and resolved.rule == resolved.policy
+    assert resolve_policy(STORED, Thresholds(), Thresholds(), None).rule == STORED
 
 
 @pytest.fixture

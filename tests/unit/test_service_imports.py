@@ -1,5 +1,6 @@
-"""The service and the shared core never import torch, transformers or training code (DESIGN.md
-section 2), the service not scipy either (the serving image leaves it out), and they build nothing at
+"""The service and the shared core never import torch, transformers, scikit-learn or training code
+(DESIGN.md section 2; the cascade router's coefficients are applied with numpy), the service not scipy
+either (the serving image leaves it out), and they build nothing at
 import time (STYLE.md 2): checked in a fresh interpreter."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ PROBE = """
 import sys
 import service.__main__, service.app
 from service.app import create_app
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "training", "scipy"))
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("torch", "transformers", "training", "sklearn", "scipy"))
 print(heavy)
 """
 
@@ -24,7 +26,8 @@ import sdcore
 for info in pkgutil.iter_modules(sdcore.__path__):
     importlib.import_module(f"sdcore.{info.name}")
 print(sorted(m for m in sys.modules
-             if m.split(".")[0] in ("torch", "transformers", "onnx", "onnxruntime", "training", "service")))
+             if m.split(".")[0] in ("torch", "transformers", "onnx", "onnxruntime", "training", "service",
+                                    "sklearn")))
 """
 
 

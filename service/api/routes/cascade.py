@@ -1,9 +1,12 @@
 """POST /v1/cascade/classify: the student answers every text; the texts it is unsure of go on to the teacher.
 
-The rule is ``sdcore.cascade.defer_mask``, the one the offline calibration (``training.cascade``) scored:
-a text is deferred when the student's calibrated confidence or its n-gram coverage is below a threshold.
-Each threshold comes from the request, else the server settings, else the operating point stored in the
-student's manifest, else 0 (never defer); the answer says which (``policy.sources``).
+The rule is ``sdcore.router.defer_texts``, the one the offline evaluation (``training.cascade``) scored:
+the student's learned router when its folder has one (``router.json``: defer where the predicted chance
+that the student disagrees with the teacher is at least its threshold), else the thresholds: a text is
+deferred when the student's calibrated confidence or its n-gram coverage is below a threshold. A
+threshold set by the request or the server settings wins over the router; each threshold comes from the
+request, else the server settings, else the operating point stored in the student's manifest, else 0
+(never defer); the answer says which (``policy.rule``, ``policy.sources``).
 
 Decisions, so clients can rely on them:
 - A teacher is required even when a request defers nothing (404 ``teacher_unavailable`` otherwise): whether
@@ -19,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from sdcore.cascade import CascadePolicy, confidence, defer_mask
+from sdcore.cascade import confidence
+from sdcore.router import DeferralRule, defer_texts
 from service.api.deps import RegistryDep, StateDep, check_limits
 from service.api.inference import (
     Timed,
@@ -66,9 +70,10 @@ async def classify_cascade(
         student.facts.cascade,
         Thresholds(settings.cascade_confidence_threshold, settings.cascade_coverage_threshold),
         Thresholds(body.confidence_threshold, body.coverage_threshold),
+        student.facts.router,
     )
     policy = resolved.policy
-    s, t, defer = await until_client_leaves(request, run_cascade(student, teacher, body.texts, policy))
+    s, t, defer = await until_client_leaves(request, run_cascade(student, teacher, body.texts, resolved.rule))
     set_timing(response, s.queue_ms + (t.queue_ms if t else 0.0), s.inference_ms + (t.inference_ms if t else 0.0))
 
     deferred = int(defer.sum())
@@ -92,7 +97,10 @@ async def classify_cascade(
         teacher_model=teacher.name,
         results=results,
         teacher_share=deferred / len(body.texts),
-        policy=CascadePolicyUsed(**policy.to_dict(), sources=CascadePolicySources.model_validate(resolved.sources)),
+        policy=CascadePolicyUsed(
+            **policy.to_dict(), sources=CascadePolicySources.model_validate(resolved.sources),
+            rule=resolved.rule_name, router_threshold=resolved.router.threshold if resolved.router else None,
+        ),
     )
 
 
@@ -112,11 +120,11 @@ def teacher_for(registry: ModelRegistry, name: str | None, student: ServedModel)
 
 
 async def run_cascade(
-    student: ServedModel, teacher: ServedModel, texts: list[str], policy: CascadePolicy
+    student: ServedModel, teacher: ServedModel, texts: list[str], rule: DeferralRule
 ) -> tuple[Timed, Timed | None, np.ndarray]:
     """The student on every text, then the teacher on the deferred ones (None when there are none)."""
     s = await run_model(student, texts)
-    defer = defer_mask(s.predictions.probabilities, s.predictions.student_coverage, policy)
+    defer = defer_texts(rule, s.predictions.student_signals())
     deferred = [text for text, d in zip(texts, defer, strict=True) if d]
     t = await run_model(teacher, deferred) if deferred else None
     return s, t, defer

@@ -106,6 +106,7 @@ async def test_thresholds_at_zero_give_exactly_the_students_answers(
     assert body["policy"] == {
         "temperature": 1.0, "confidence_threshold": 0.0, "coverage_threshold": 0.0,
         "sources": {"temperature": "none", "confidence_threshold": "request", "coverage_threshold": "request"},
+        "rule": "thresholds", "router_threshold": None,
     }
 
 
@@ -214,7 +215,8 @@ async def test_the_manifests_operating_point_is_used_when_nothing_overrides_it(
     body = r.json()
     assert r.status_code == 200
     assert body["policy"] == {**stored.to_dict(), "sources": dict.fromkeys(
-        ("temperature", "confidence_threshold", "coverage_threshold"), "manifest")}
+        ("temperature", "confidence_threshold", "coverage_threshold"), "manifest"),
+        "rule": "thresholds", "router_threshold": None}
     expected = defer_mask(probs, coverage, stored)
     low_conf = confidence(probs, stored.temperature) < stored.confidence_threshold
     low_cov = coverage < stored.coverage_threshold
