@@ -11,11 +11,13 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from sdcore.errors import ProjectError
 from sdcore.model_format import load_student_manifest
 from training.config import load_config
 
@@ -27,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     command = [sys.executable, "-m", "training", "run", "--config", args.config]  # its own process: its own peak RSS
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code:
+        # A negative code is the signal that ended the run; SIGKILL here is most often the OOM killer.
+        why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise ProjectError(f"the paper-scale run ({' '.join(command[2:])}) failed: {why}",
+                           hint="it peaks near 15 GiB of RSS: run it alone; finished steps are kept, rerun to resume")
     # Each step's cost is the longest time it took in any invocation recorded in run.json (a rerun that
     # skips a finished step records a near-zero time); peak RSS is the highest any step reached.
     history = json.loads((config.run_dir / "run.json").read_text())["history"]
