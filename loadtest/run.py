@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from loadtest.machine import load_note, loadavg, machine
 from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
@@ -58,8 +61,31 @@ class Service(ServerProcess):
             return path in json.load(answer).get("paths", {})
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process and its live children (the service and its workers)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that exited between the listing and the read
+            continue
+        total += times.user + times.system
+    return total
+
+
+def waited_children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished, waited-for children and theirs (a locust run and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace, texts_file: Path,
-             work: Path, has_cascade: bool) -> Step:
+             work: Path, has_cascade: bool, service_pid: int | None = None) -> Step:
     prefix = work / f"{scenario.kind}-x{scenario.texts_per_request}-u{users}"
     summary_file = prefix.with_suffix(".json")
     summary_file.unlink(missing_ok=True)  # a step run twice must not read the first run's totals
@@ -80,15 +106,21 @@ def run_step(scenario: Scenario, users: int, host: str, args: argparse.Namespace
                 "--summary-file", str(summary_file)]
     command.append(USER_CLASSES[scenario.kind])
     started = time.perf_counter()
+    service_cpu = tree_cpu_seconds(service_pid) if service_pid is not None else 0.0
+    locust_cpu = waited_children_cpu_seconds()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.step_s + 60, check=False)
     seconds = time.perf_counter() - started
+    service_cores = (tree_cpu_seconds(service_pid) - service_cpu) / seconds if service_pid is not None else None
+    locust_cores = (waited_children_cpu_seconds() - locust_cpu) / seconds
     if not summary_file.is_file():
         raise RuntimeError(f"locust wrote no summary (exit {done.returncode}):\n{done.stderr[-3000:]}")
     stats = parse_summary(summary_file.read_text())
     return Step(scenario=scenario.name, route=ROUTES[scenario.kind], texts_per_request=scenario.texts_per_request,
                 users=users, requests=int(stats["requests"]), failures=int(stats["failures"]),
                 requests_per_s=stats["requests_per_s"], p50_ms=stats["p50_ms"], p95_ms=stats["p95_ms"],
-                p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], seconds=round(seconds, 1))
+                p99_ms=stats["p99_ms"], max_ms=stats["max_ms"], seconds=round(seconds, 1),
+                service_cpu_cores=None if service_cores is None else round(service_cores, 3),
+                locust_cpu_cores=round(locust_cores, 3))
 
 
 def write_chart(steps: list[Step], path: Path, title: str) -> None:
@@ -189,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in kinds:
                     scenario = Scenario(kind, batch)
                     for users in args.users:
-                        step = run_step(scenario, users, service.url, args, texts_file, work, has_cascade)
+                        step = run_step(scenario, users, service.url, args, texts_file, work, has_cascade,
+                                        service.process.pid)
                         steps.append(step)
                         print(f"{scenario.name:12s} users {users:3d}: {step.requests_per_s:9,.1f} req/s "
                               f"{step.texts_per_s:10,.1f} texts/s p50 {step.p50_ms:5.0f} p99 {step.p99_ms:6.0f} ms "
-                              f"failures {step.failures} (load {loadavg()[0]})", flush=True)
+                              f"failures {step.failures} CPU service {step.service_cpu_cores:.2f} locust "
+                              f"{step.locust_cpu_cores:.2f} (load {loadavg()[0]})", flush=True)
                         if should_stop(step):
                             break
         finally:

@@ -5,6 +5,7 @@ lifespan loads the models onto its state, warms them up, and only then reports r
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,6 +75,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         version=v2.SERVER_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        **telemetry_option(settings),
     )
     metrics_ = ServiceMetrics()
     app.state.service = AppState(settings=settings, metrics=metrics_)
@@ -100,6 +102,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.include_router(router, dependencies=protected)
     app.openapi = partial(openapi_with_limits, app, settings)  # type: ignore[method-assign]
     return app
+
+
+def telemetry_option(settings: ServiceSettings) -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (newer FastAPI releases have it) off unless ``--otel``: with it on, every
+    request pays a check for a configured SDK even where there is none (a few percent of a small request's
+    CPU, reports/bench-notes.md). A FastAPI without it takes no such argument."""
+    if settings.otel or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:

@@ -4,7 +4,10 @@ A request of k texts is one ``Pending`` entry; a batch is capped by texts, not r
 k). Admission is bounded: a full queue answers at once (503 + Retry-After), never waits. A request
 whose client has gone (its future is cancelled) or whose deadline has passed is dropped before
 inference. Inference runs on the model's own single thread, off the event loop, so a runtime is never
-called from two threads at once and the loop keeps answering health checks and admissions.
+called from two threads at once and the loop keeps answering health checks and admissions. A batch
+of at most ``inline_max_chars`` characters runs on the loop's thread instead: for a small student batch
+(tens of microseconds) the hop to the thread and back costs more than the inference
+(reports/bench-notes.md). Batches still run one at a time, so the runtime still sees one caller.
 
 ``collect_batch`` is the pure part: it takes entries from a plain ``asyncio.Queue`` and decides what
 goes into the next batch; the ``Batcher`` class owns the queue, the task and the thread.
@@ -150,6 +153,7 @@ class Batcher(Generic[OutputT]):
         max_queue_size: int,
         timeout_s: float,
         retry_after_s: int = 1,
+        inline_max_chars: int = 0,
         observer: BatchObserver | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -164,12 +168,15 @@ class Batcher(Generic[OutputT]):
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if retry_after_s < 0:
             raise ValueError(f"retry_after_s must be >= 0, got {retry_after_s!r}")
+        if isinstance(inline_max_chars, bool) or not isinstance(inline_max_chars, int) or inline_max_chars < 0:
+            raise ValueError(f"inline_max_chars must be an integer >= 0, got {inline_max_chars!r}")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_size = max_queue_size
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
+        self.inline_max_chars = inline_max_chars  # 0: every batch on the model's thread
         self._predict = predict
         self._observer: BatchObserver = observer or NullObserver()
         self._clock = clock
@@ -273,12 +280,26 @@ class Batcher(Generic[OutputT]):
         if live:
             await self._infer(live)
 
+    def _runs_inline(self, texts: list[str]) -> bool:
+        """Whether a batch is small enough to run on the loop's thread (see the module docstring)."""
+        if self.inline_max_chars == 0:
+            return False
+        chars = 0
+        for text in texts:
+            chars += len(text)
+            if chars > self.inline_max_chars:
+                return False
+        return True
+
     async def _infer(self, batch: list[Pending[OutputT]]) -> None:
         texts = [text for entry in batch for text in entry.texts]
         started = self._clock()
         self._busy = True
         try:
-            output = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, texts)
+            if self._runs_inline(texts):
+                output = self._predict(texts)
+            else:
+                output = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, texts)
             if len(output) != len(texts):
                 raise RuntimeError(f"predict returned {len(output)} rows for {len(texts)} texts")
         except asyncio.CancelledError:  # stop() while this batch runs: nobody waits forever

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +44,9 @@ def request_id_from(sent: str | None) -> str:
     """The client's id when it is a sane token (it goes into logs and headers), else a new one."""
     if sent and _VALID_ID.match(sent):
         return sent
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a fifth of its cost (no os.urandom call, no
+    # UUID object); an id needs to be unique, not unguessable. ``random`` reseeds in forked workers.
+    return f"{random.getrandbits(128):032x}"
 
 
 @contextmanager

@@ -190,6 +190,7 @@ def _load_one(root: Path, kind: Kind, settings: ServiceSettings, plan: DevicePla
         max_queue_size=settings.max_queue_size,
         timeout_s=settings.request_timeout_s,
         retry_after_s=settings.retry_after_s,
+        inline_max_chars=settings.student_inline_max_chars if kind == "student" else 0,
         observer=metrics.for_model(name),
     )
     metrics.model_info.labels(name, kind, device).set(1)

@@ -57,6 +57,12 @@ class ServiceSettings(BaseSettings):
         default="info", description="the least severe log lines written"
     )
     log_format: Literal["text", "json"] = Field(default="text", description="log lines as text or one JSON object each")
+    otel: bool = Field(
+        default=False,
+        description="FastAPI's built-in OpenTelemetry spans, metrics and logs, exported where an OpenTelemetry SDK "
+        "is configured; off, requests skip FastAPI's per-request check for one (the Prometheus metrics at "
+        "/metrics are kept either way)",
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default=[], description="origins allowed to call the API from a browser (CORS); * for any"
     )
@@ -79,6 +85,11 @@ class ServiceSettings(BaseSettings):
     max_wait_ms: float = Field(
         default=0.0, ge=0, le=10_000,
         description="how long a batch waits to fill up; 0 = take what queued while the previous batch ran",
+    )
+    student_inline_max_chars: int = Field(
+        default=2048, ge=0,
+        description="student: a batch of at most this many characters runs on the event loop's thread, not the "
+        "model's (the thread hop costs more than a small student batch); 0 = always the model's thread",
     )
     max_queue_size: int = Field(default=256, ge=1, description="requests waiting per model before 503")
     request_timeout_s: float = Field(default=10.0, gt=0, description="a request not answered by then gets 504")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 from fastapi import Request, Response
+from pydantic import BaseModel
 
 from service.answers import AnswerOptions, answer_rows
 from service.errors import ClientClosed
@@ -44,22 +43,34 @@ async def _client_gone(request: Request) -> None:
 
 
 async def until_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (its queued texts are then skipped)."""
-    task = asyncio.ensure_future(work)
+    """Await ``work``; if the client disconnects first, cancel it (its queued texts are then skipped).
+
+    ``work`` runs in the caller's task; only the disconnect watcher is a task of its own (one task per
+    request, not two and an ``asyncio.wait``: this is on every inference request's path)."""
+    current = asyncio.current_task()
+    assert current is not None, "until_client_leaves runs inside a task"
+    left = finished = False
+
+    def on_leave(watcher: asyncio.Future[None]) -> None:
+        nonlocal left
+        # ``finished``: the callback can be queued just before the work returned; the task is then past
+        # this function (sending its answer) and must not be cancelled.
+        if not finished and not watcher.cancelled() and watcher.exception() is None:
+            left = True
+            current.cancel()
+
     watcher = asyncio.ensure_future(_client_gone(request))
+    watcher.add_done_callback(on_leave)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if left and current.uncancel() == 0:  # cancelled by the watcher alone, not by the server
+            raise ClientClosed("the client closed the connection before the answer was ready") from None
         raise
     finally:
+        finished = True
+        watcher.remove_done_callback(on_leave)
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    raise ClientClosed("the client closed the connection before the answer was ready")
 
 
 async def gather_or_cancel(*work: Awaitable[T]) -> list[T]:
@@ -104,9 +115,18 @@ def teacher_results(
 def student_results(
     predictions: Predictions, labels: list[str], options: AnswerOptions = DEFAULT_ANSWER
 ) -> list[StudentPrediction]:
-    coverage = predictions.coverage if predictions.coverage is not None else np.zeros(len(predictions))
-    found = predictions.ngrams_found if predictions.ngrams_found is not None else np.zeros(len(predictions))
-    return [
-        StudentPrediction(**base.model_dump(), coverage=float(c), ngrams_found=int(n))
-        for base, c, n in zip(teacher_results(predictions, labels, options), coverage, found, strict=True)
-    ]
+    rows = answer_rows(predictions, labels, options)
+    for row in rows:  # a student's predictions carry both; a runtime that has none reports zero
+        row.setdefault("coverage", 0.0)
+        row.setdefault("ngrams_found", 0)
+    return [StudentPrediction(**row) for row in rows]
+
+
+def json_answer(body: BaseModel, queue_ms: float, inference_ms: float) -> Response:
+    """``body`` as the JSON response, with the timing headers.
+
+    A route that returns a Response skips FastAPI's second validation and dump of the body (its
+    ``response_model`` still documents it); the body was validated when it was built."""
+    response = Response(body.model_dump_json(), media_type="application/json")
+    set_timing(response, queue_ms, inference_ms)
+    return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,10 @@ def test_loadtest_runner_writes_a_report_per_route_and_step(
         assert step["texts_per_s"] == pytest.approx(step["requests_per_s"] * step["texts_per_request"])
         # --max-requests bounds a step (approximately: workers report every few seconds).
         assert step["requests"] <= 300 + 200, step
+        # What each side's processes used over the step: both busy, neither more than the machine has.
+        cores = os.cpu_count() or 1
+        assert 0 < step["service_cpu_cores"] <= cores + 0.5, step
+        assert 0 < step["locust_cpu_cores"] <= cores + 0.5, step
     # The knee and goal lines are computed from those steps, and the cascade scenario was not asked for.
     assert {g["name"] for g in report["goals"]}
     assert not any(s["route"] == "/v1/cascade/classify" for s in steps)
@@ -72,3 +77,4 @@ def test_a_step_cut_by_max_requests_keeps_every_worker_s_totals(
     (step,) = json.loads(out.with_suffix(".json").read_text())["steps"]
     assert step["seconds"] < 45, step  # cut by the bound (locust start-up and shutdown included)
     assert step["requests"] >= 300 and step["failures"] == 0, step
+    assert step["locust_cpu_cores"] > 0 and step["service_cpu_cores"] > 0, step

@@ -152,6 +152,9 @@ GOOD: dict[str, Any] = dict(max_batch_size=4, max_wait_ms=1.0, max_queue_size=4,
         ("timeout_s", 0.0),
         ("timeout_s", -1.0),
         ("retry_after_s", -1),
+        ("inline_max_chars", -1),
+        ("inline_max_chars", 1.5),
+        ("inline_max_chars", True),
     ],
 )
 def test_bad_knobs_are_refused_in_the_constructor(knob: str, value: Any) -> None:
@@ -297,6 +300,30 @@ async def test_a_failing_runtime_fails_its_batch_and_the_batcher_keeps_serving()
         assert (await batcher.submit(["ok"])).output.values == ["OK"]
     finally:
         await batcher.stop()
+
+
+@pytest.mark.asyncio
+async def test_small_batches_run_on_the_loops_thread_and_larger_ones_on_the_models() -> None:
+    threads: dict[str, str] = {}
+
+    def where(texts: list[str]) -> Rows:
+        threads[texts[0]] = threading.current_thread().name
+        if texts == ["boom"]:
+            raise RuntimeError("runtime exploded")
+        return upper(texts)
+
+    batcher = Batcher("m", where, **GOOD, inline_max_chars=10)
+    await batcher.start()
+    try:
+        assert (await batcher.submit(["short", "12345"])).output.values == ["SHORT", "12345"]  # 10 characters
+        assert (await batcher.submit(["longer", "12345"])).output.values == ["LONGER", "12345"]  # 11
+        with pytest.raises(InferenceFailed):  # a failure inline is the batch's failure, as on the thread
+            await batcher.submit(["boom"])
+        assert (await batcher.submit(["ok"])).output.values == ["OK"]
+    finally:
+        await batcher.stop()
+    assert threads["short"] == threads["boom"] == threads["ok"] == threading.current_thread().name
+    assert threads["longer"].startswith("infer-m")
 
 
 @pytest.mark.asyncio

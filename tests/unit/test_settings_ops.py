@@ -75,3 +75,16 @@ def test_json_lines_carry_the_request_id_and_access_fields(caplog: pytest.LogCap
     assert (line["route"], line["status"], line["texts"], line["queue_ms"], line["inference_ms"]) == (
         "POST /v1/classify", 200, 3, 1.5, 2.25)
     assert "texts=3" in line["message"]
+
+
+def test_fastapi_telemetry_is_off_unless_asked_for_and_workers_get_the_choice() -> None:
+    from service.app import create_app
+
+    quiet = create_app(ServiceSettings(student=[Path("x")]))
+    loud = create_app(ServiceSettings(student=[Path("x")], otel=True))
+    # Where this FastAPI has its own OpenTelemetry (its config is on the app), it is off by default.
+    if hasattr(quiet, "_telemetry"):
+        assert not any(quiet._telemetry[k] for k in ("tracing", "metrics", "logs"))
+        assert all(loud._telemetry[k] for k in ("tracing", "metrics", "logs"))
+    assert ServiceSettings(student=[Path("x")], otel=True).to_env()["SD_OTEL"] in ("True", "true", "1")
+    assert settings_from_cli(["--student", "x", "--otel"]).otel is True

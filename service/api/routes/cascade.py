@@ -28,8 +28,8 @@ from service.api.deps import RegistryDep, StateDep, check_limits
 from service.api.inference import (
     Timed,
     answer_options,
+    json_answer,
     run_model,
-    set_timing,
     student_results,
     teacher_results,
     until_client_leaves,
@@ -55,8 +55,8 @@ router = APIRouter(prefix="/v1", tags=["v1"], responses=CASCADE_ERRORS)
     summary="Classify with the student; defer the texts it is unsure of to the teacher",
 )
 async def classify_cascade(
-    body: CascadeRequest, request: Request, response: Response, registry: RegistryDep, state: StateDep
-) -> CascadeResponse:
+    body: CascadeRequest, request: Request, registry: RegistryDep, state: StateDep
+) -> Response:
     """Every text is answered by the student unless its calibrated confidence or its n-gram coverage is
     below the threshold; those are answered by the teacher (label and scores), keeping the student's
     coverage. Thresholds: the request's, else the server's `--cascade-*-threshold` settings, else the
@@ -74,7 +74,6 @@ async def classify_cascade(
     )
     policy = resolved.policy
     s, t, defer = await until_client_leaves(request, run_cascade(student, teacher, body.texts, resolved.rule))
-    set_timing(response, s.queue_ms + (t.queue_ms if t else 0.0), s.inference_ms + (t.inference_ms if t else 0.0))
 
     deferred = int(defer.sum())
     counter = state.metrics.cascade_texts
@@ -92,7 +91,7 @@ async def classify_cascade(
             **answer, coverage=own.coverage, ngrams_found=own.ngrams_found,
             answered_by="teacher" if d else "student", student_confidence=float(conf),
         ))
-    return CascadeResponse(
+    body_out = CascadeResponse(
         model=student.name,
         teacher_model=teacher.name,
         results=results,
@@ -102,6 +101,8 @@ async def classify_cascade(
             rule=resolved.rule_name, router_threshold=resolved.router.threshold if resolved.router else None,
         ),
     )
+    queue_ms = s.queue_ms + (t.queue_ms if t else 0.0)
+    return json_answer(body_out, queue_ms, s.inference_ms + (t.inference_ms if t else 0.0))
 
 
 def teacher_for(registry: ModelRegistry, name: str | None, student: ServedModel) -> ServedModel:

@@ -30,6 +30,9 @@ class Gate:
         self.ran: list[str] = []
         self._predict = batcher._predict
         batcher._predict = self
+        # The gate blocks its caller, so every batch must run on the model's thread: a small batch run on
+        # the event loop's thread (inline_max_chars) would block the loop the test drives.
+        batcher.inline_max_chars = 0
 
     def __call__(self, texts: list[str]) -> Any:
         self.ran.extend(texts)
