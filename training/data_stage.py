@@ -30,7 +30,7 @@ from typing import Any
 from training.config import DataConfig, RunConfig
 from training.data import SPLITS, DataError, LabeledSet, TaskData, iter_unlabeled, load_labeled_files
 from training.progress import track
-from training.run_folder import clear_done, fingerprint, is_done, write_done
+from training.run_folder import clear_done, fingerprint, is_done, without_late_defaults, write_done
 from training.tasks import CORPORA, TASKS, normalized
 from training.teacher_checkpoint import checkpoint_label_names, label_order, resolve_base_model
 
@@ -202,9 +202,7 @@ def prepare_data(config: RunConfig) -> Path:
     by name, so the teacher's logit columns, the student and the manifests all share it.
     """
     out = config.run_folder.data
-    settings = config.data.model_dump()
-    if not settings["max_train_texts"]:  # the default leaves the key out: older data stages still match
-        settings.pop("max_train_texts")
+    settings = without_late_defaults(config.data.model_dump(), {"max_train_texts": 0})
     marker: dict[str, Any] = {"data": settings, "inputs": _inputs_fingerprint(config.data)}
     model_labels = checkpoint_labels(config)
     if model_labels is not None:  # only then, so the keys of earlier runs stay valid

@@ -55,6 +55,13 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def without_late_defaults(settings: dict[str, Any], late: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less each key of ``late`` that is at the value given there: a key added to a section
+    after runs were finished stays out of the section's fingerprint at its default, so those runs still
+    match; set to anything else, it is part of the fingerprint."""
+    return {k: v for k, v in settings.items() if k not in late or v != late[k]}
+
+
 def files_digest(paths: list[Path]) -> str:
     """sha256 over the contents of files (small ones: a split, a label list), in the given order."""
     digest = hashlib.sha256()

@@ -42,7 +42,7 @@ from service.teacher_runtime import token_budget_batches
 from training.config import RunConfig
 from training.data import LabeledSet, load_label_names, load_split
 from training.progress import note, progress
-from training.run_folder import fingerprint, is_done, write_done
+from training.run_folder import fingerprint, is_done, without_late_defaults, write_done
 from training.teacher_checkpoint import TeacherError, id2label_names, resolve_base_model
 
 TEACHER_DIR = "teacher"
@@ -188,11 +188,7 @@ def teacher_settings(config: RunConfig) -> dict[str, Any]:
     ``finetune`` only when false, so teachers finished before those options existed still match."""
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
-    if not teacher["train_texts"]:
-        teacher.pop("train_texts")
-    if teacher["finetune"]:
-        teacher.pop("finetune")
-    return teacher
+    return without_late_defaults(teacher, {"train_texts": 0, "finetune": True})
 
 
 def _optimizer(

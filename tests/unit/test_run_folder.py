@@ -42,3 +42,15 @@ def test_step_ranges_follow_the_pipeline_order() -> None:
         select_steps("export", "vocab")
     with pytest.raises(StepError, match="unknown step 'trian'"):
         select_steps("trian")
+
+
+def test_a_late_key_is_left_out_of_a_fingerprint_only_at_its_default() -> None:
+    from training.run_folder import without_late_defaults
+
+    before = {"epochs": 3, "lr": 5e-5}  # a section as finished runs recorded it
+    late = {"train_texts": 0, "finetune": True}
+    at_default = without_late_defaults({**before, "train_texts": 0, "finetune": True}, late)
+    assert at_default == before and fingerprint(at_default) == fingerprint(before)
+    changed = without_late_defaults({**before, "train_texts": 2000, "finetune": True}, late)
+    assert changed == {**before, "train_texts": 2000} and fingerprint(changed) != fingerprint(before)
+    assert without_late_defaults({**before, "finetune": False}, late) == {**before, "finetune": False}
