@@ -84,11 +84,13 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
     teacher = config.run_folder.teacher_metrics()
     results["teacher"] = scored(teacher["dev_acc"], teacher["test_acc"], n_dev, n_test)
     for key, name in (("dan_scratch", "scratch"), ("dan_kd", "kd"), ("dan_kd_ft", "ft")):
+        print(f"[evaluate] {key}: dev {n_dev} and test {n_test} texts", flush=True)
         acc = _student_scores(config, name, splits)
         if acc is not None:
             results[key] = scored(acc["dev_acc"], acc["test_acc"], n_dev, n_test)
     if config.evaluate.fasttext:
         train = load_split(config.run_dir, "train")
+        print(f"[evaluate] fastText: tuning on dev, {len(train)} training texts", flush=True)
         ft = train_fasttext(
             (train.texts, train.labels), (dev.texts, dev.labels), (test.texts, test.labels),
             config.vocab.featurizer_settings(), seed=config.seed,
@@ -102,6 +104,7 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         results[f"retention_{split}"] = round(retained, 4) if retained is not None else None
     results["retention"] = results["retention_test"]  # the name older reports used
     results["final_student"] = final_key
+    print("[evaluate] exported student: test accuracy without torch, and against the PyTorch model", flush=True)
     results["exported_student"] = _exported_student_check(config, test.texts, np.asarray(test.labels))
     results["meta"] = {
         "config": config.source_path or config.name,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdcore.featurizer import FeaturizerSettings, Tokenizer
+from training.progress import track
 
 
 @dataclass
@@ -57,7 +58,8 @@ def train_fasttext(
             "".join(f"__label__{y} {_line(tokenize, t)}\n" for t, y in zip(*train, strict=True)), encoding="utf-8"
         )
         names = list(grid)
-        for values in itertools.product(*(grid[n] for n in names)):
+        settings_grid = list(itertools.product(*(grid[n] for n in names)))
+        for values in track(settings_grid, total=len(settings_grid), desc="fastText grid", unit="settings"):
             params = dict(zip(names, values, strict=True))
             try:
                 model = fasttext.train_supervised(str(path), seed=seed, thread=1, verbose=0, **params)
