@@ -97,11 +97,23 @@ class Tokenizer:
 
     def __init__(self, settings: FeaturizerSettings) -> None:
         self.settings = settings
-        pattern = _FAST_EQUIVALENT.get(settings.token_pattern, settings.token_pattern)
-        self._findall = re.compile(pattern).findall
+        compiled = re.compile(_FAST_EQUIVALENT.get(settings.token_pattern, settings.token_pattern))
+        self._findall = compiled.findall
+        self._finditer = compiled.finditer
+        self._group = 1 if compiled.groups == 1 else 0  # findall gives the one group's text when there is one
+
+    def lowered(self, text: str) -> str:
+        """The text the pattern runs on: lowercased when the settings say so."""
+        return text.lower() if self.settings.lowercase else text
 
     def __call__(self, text: str) -> list[str]:
-        return self._findall(text.lower() if self.settings.lowercase else text)
+        return self._findall(self.lowered(text))
+
+    def spans(self, text: str) -> tuple[list[str], list[int], list[int]]:
+        """The tokens ``self(text)`` gives, with their [start, end) offsets in ``self.lowered(text)``."""
+        matches = list(self._finditer(self.lowered(text)))
+        g = self._group
+        return [m.group(g) or "" for m in matches], [m.start(g) for m in matches], [m.end(g) for m in matches]
 
 
 def mix_keys(columns: Sequence[npt.NDArray[np.uint64]]) -> KeyArray:

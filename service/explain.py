@@ -16,9 +16,9 @@ The effect of an n-gram on a label is ``p(label | text) - p(label | text without
 n-gram pushes the text towards that label. Effects are sorted by their size on the predicted label,
 largest first, so the n-grams that moved the answer most (for it or against it) come first.
 
-Spans: the featurizer sees only token strings; here the same token pattern runs with ``finditer`` on the
-(lowercased) text to get each token's character offsets, mapped back to the original text where
-lowercasing changed the length (e.g. "İ" lowers to two code points). An n-gram's span runs from its first
+Spans: the featurizer sees only token strings; its ``Tokenizer.spans`` gives each token's character
+offsets in the (lowercased) text, mapped back here to the original text where lowercasing changed the
+length (e.g. "İ" lowers to two code points). An n-gram's span runs from its first
 token's start to its last token's end; a repeated n-gram has one span per occurrence.
 
 Sums are kept in float64 and cast to float32 for the head, so a leave-one-out vector does not lose bits
@@ -27,14 +27,13 @@ to cancellation. A runtime knows nothing of HTTP: the route (service/api/routes/
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, mix_keys
+from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, Tokenizer, mix_keys
 from service.onnx_session import softmax
 from service.student_runtime import StudentRuntime
 
@@ -56,13 +55,11 @@ class TokenSpans:
 
 def token_spans(text: str, settings: FeaturizerSettings) -> TokenSpans:
     """The featurizer's tokens of ``text`` (``Tokenizer``'s, same order) and where each lies in ``text``."""
-    lowered = text.lower() if settings.lowercase else text
-    compiled = re.compile(settings.token_pattern)
-    group = 1 if compiled.groups == 1 else 0  # findall returns the one group's text when there is one
-    matches = list(compiled.finditer(lowered))
-    tokens = [m.group(group) or "" for m in matches]
-    starts = np.fromiter((m.start(group) for m in matches), dtype=np.int64, count=len(matches))
-    ends = np.fromiter((m.end(group) for m in matches), dtype=np.int64, count=len(matches))
+    tokenizer = Tokenizer(settings)
+    lowered = tokenizer.lowered(text)
+    tokens, token_starts, token_ends = tokenizer.spans(text)
+    starts = np.asarray(token_starts, dtype=np.int64)
+    ends = np.asarray(token_ends, dtype=np.int64)
     if len(lowered) != len(text):
         # Original character i became lowered[bound[i]:bound[i + 1]] (str.lower is per code point but
         # for the final sigma, which keeps the length): a lowered offset maps back through ``bound``.

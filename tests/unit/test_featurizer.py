@@ -308,3 +308,13 @@ TRICKY_TEXTS = [
 def test_fast_default_pattern_finds_the_same_tokens(text: str) -> None:
     tokenize = Tokenizer(FeaturizerSettings())
     assert tokenize(text) == re.findall(DEFAULT_TOKEN_PATTERN, text.lower())
+
+
+@pytest.mark.parametrize("pattern", [DEFAULT_TOKEN_PATTERN, r"(?u)\b(\w+)\b", r"\S+"])
+def test_token_spans_are_the_tokens_and_where_they_lie(pattern: str) -> None:
+    tokenizer = Tokenizer(FeaturizerSettings(token_pattern=pattern))
+    for text in ["A gripping, beautifully-acted FILM!", "İstanbul ΣΟΦΟΣ naïve 東京 🙂 x", "", "   ", "a\x00b cd"]:
+        tokens, starts, ends = tokenizer.spans(text)
+        lowered = tokenizer.lowered(text)
+        assert tokens == tokenizer(text)
+        assert [lowered[a:b] for a, b in zip(starts, ends, strict=True)] == tokens
