@@ -342,4 +342,7 @@ for _name, _module, _doc in (
 
 
 def main() -> None:
+    from training.progress import quiet_library_bars
+
+    quiet_library_bars()
     app()

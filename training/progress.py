@@ -98,6 +98,14 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def quiet_library_bars() -> None:
+    """In a pipe, the libraries' own bars (transformers' "Loading weights", the hub's downloads) would be
+    endless ``\r`` lines too: turn them off there. Call it before transformers is imported (it reads the
+    variable then); an explicit ``HF_HUB_DISABLE_PROGRESS_BARS`` wins."""
+    if not on_terminal():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def progress(total: int | None = None, desc: str = "", unit: str = "it", leave: bool = True,
              every_s: float = EVERY_S) -> Any:
     """A bar (tqdm) on a terminal, plain periodic lines in a pipe; use it as a context manager."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from training.progress import PlainProgress, progress, track
@@ -30,3 +32,20 @@ def test_track_counts_the_items_and_is_silent_when_disabled(
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert list(track(range(3), desc="parts")) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_library_bars_are_turned_off_in_a_pipe_only_and_an_explicit_choice_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training import progress as module
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr(module, "on_terminal", lambda: True)
+    module.quiet_library_bars()
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    monkeypatch.setattr(module, "on_terminal", lambda: False)
+    module.quiet_library_bars()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    module.quiet_library_bars()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
