@@ -29,7 +29,8 @@ StageObserver = Callable[[str, float, npt.NDArray[np.int64] | None], None]
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    threads: int | None = None  # onnxruntime intra-op threads; None = one per core
+    # A teacher's onnxruntime intra-op threads; a student's kernel threads (its head uses 1). None = one per core.
+    threads: int | None = None
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     verify_checksums: bool = True
     batch_size: int = 32  # teacher: texts per ONNX run (a call's texts are sorted by token length first)

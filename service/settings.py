@@ -118,7 +118,11 @@ class ServiceSettings(BaseSettings):
     # --- device ---------------------------------------------------------------------------------
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where ONNX runs")
     allow_cpu_fallback: bool = Field(default=False, description="device=cuda without CUDA: run on CPU, not fail")
-    threads: int | None = Field(default=None, ge=1, description="intra-op threads per ONNX session; unset: all cores")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="threads per model: a teacher's ONNX intra-op threads, a student's kernel threads over "
+        "a batch's texts (its small ONNX head runs on one); unset: all cores",
+    )
 
     # --- security -------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(

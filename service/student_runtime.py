@@ -132,6 +132,12 @@ class EmbeddingTable:
             self.observer("gather", time.perf_counter() - started, rows)
 
 
+# The head is one small product per batch ([texts, dim] x [dim, hidden], then the output layer): a second
+# intra-op thread halved single-sentence calls of the demo student (37,940 -> 19,045 a second at batch 1)
+# and gained nothing at batch 32 on the 1B student's 1000-unit head (0.64 vs 0.69 ms per 32 reviews;
+# reports/bench-notes.md). The batch's threads go to the kernel, over its texts.
+HEAD_THREADS = 1
+
 POOL_CHUNK_ROWS = 1024  # 4 KB float32 rows at 1,000-d: a 4 MB block, in the L3 cache (see the module docstring)
 
 
@@ -214,7 +220,7 @@ class StudentRuntime:
         shards = open_shards(root, manifest)
         table = EmbeddingTable(shards, [s.row_start for s in manifest.shards], options.threads,
                                scales=open_scales(root, manifest), observer=options.observer)
-        head = onnx_session(root / HEAD_FILE, options.threads, options.providers, allow_spinning=False)
+        head = onnx_session(root / HEAD_FILE, HEAD_THREADS, options.providers, allow_spinning=False)
         return cls(root, manifest, featurizer, table, head, options.backend, options.threads, options.observer)
 
     @property

@@ -428,3 +428,11 @@ def test_a_failed_export_leaves_the_previous_one_untouched(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert not (out_dir / "embeddings" / "shard-00002.npy").exists()
     shutil.rmtree(out_dir)
+
+
+def test_threads_go_to_the_kernel_and_the_head_runs_on_one(trained: Trained, float32_model: Path) -> None:
+    runtime = StudentRuntime.load(float32_model, RuntimeOptions(threads=2))
+    assert runtime.kernel_threads == 2
+    assert runtime.head.get_session_options().intra_op_num_threads == 1
+    one = StudentRuntime.load(float32_model, RuntimeOptions(threads=1)).predict(trained.texts).probabilities
+    np.testing.assert_array_equal(runtime.predict(trained.texts).probabilities, one)  # same answers either way
