@@ -143,6 +143,7 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
     student = StudentRuntime.load(config.student_dir, RuntimeOptions(threads=threads))
     teacher = TeacherRuntime.load(config.teacher_dir, RuntimeOptions(threads=threads))
     dev, test = load_split(config.run_dir, "dev"), load_split(config.run_dir, "test")
+    print(f"[cascade] student and teacher on dev ({len(dev)} texts)", flush=True)
     dev_answers = collect(student, teacher, dev.texts, dev.labels)
     temperature = fit_temperature(dev_answers.student_probs, dev_answers.labels)
     curve = threshold_curve(dev_answers, temperature)
@@ -167,6 +168,7 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         store_router(config.student_dir, router)
         rules["router"] = RouterPolicy.of(router)
 
+    print(f"[cascade] student and teacher on test ({len(test)} texts)", flush=True)
     test_answers = collect(student, teacher, test.texts, test.labels)
 
     def runner(rule: DeferralRule) -> Any:
@@ -178,6 +180,8 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         return run_cascade
 
     load_before = os.getloadavg()[0]
+    print(f"[cascade] throughput on test, batch 32: the teacher alone, then {', '.join(rules)} (a warm-up and "
+          "3 timed passes each)", flush=True)
     teacher_speed = texts_per_second(teacher.predict, test.texts, 32)
     rows = {name: rule_row(rule, dev_answers, test_answers, texts_per_second(runner(rule), test.texts, 32),
                            teacher_speed) for name, rule in rules.items()}
