@@ -44,8 +44,9 @@ def test_loadtest_runner_writes_a_report_per_route_and_step(
         assert step["failures"] == 0, step  # a 200 with one result per text, or locust counts a failure
         assert step["p50_ms"] <= step["p99_ms"] <= step["max_ms"], step
         assert step["texts_per_s"] == pytest.approx(step["requests_per_s"] * step["texts_per_request"])
-        # --max-requests bounds a step (approximately: workers report every few seconds).
-        assert step["requests"] <= 300 + 200, step
+        # --max-requests bounds a step, approximately: the bound is checked every 0.2 s and stopping takes
+        # a moment, so a fast route overshoots by what it answers in about half a second.
+        assert step["requests"] <= 300 + max(200.0, 0.5 * step["requests_per_s"]), step
         # What each side's processes used over the step: both busy, neither more than the machine has.
         cores = os.cpu_count() or 1
         assert 0 < step["service_cpu_cores"] <= cores + 0.5, step
