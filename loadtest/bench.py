@@ -43,7 +43,7 @@ from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads, prepare_baselines
 from loadtest.bench_report import render_markdown, write_chart
 from loadtest.bench_systems import TimingSettings, run_system
-from loadtest.machine import load_note, loadavg, machine
+from loadtest.machine import load_note, loadavg, machine, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": vars(settings) | {"texts_limit": args.texts},
         "workloads": {k: {"texts": len(v), "mean_words": statistics.mean(len(t.split()) for t in v)}
                       for k, v in workloads.items()},
-        "systems": {s.key: {"kind": s.kind, "path": s.path, "description": s.description} for s in specs},
+        "systems": {s.key: {"kind": s.kind, "path": shown_path(s.path), "description": s.description}
+                    for s in specs},
         "copy_bytes_per_s": copy,
         "copy_bytes_per_s_all": copies,
         "rows": rows,

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from loadtest.bench_core import percentile, plan_cell, samples_per_second, spread
 from loadtest.bench_loaders import StudentProbe, SystemSpec, load_system
 from loadtest.bench_memory import copy_bandwidth, mapped_rss, page_cache_resident, touched_pages
-from loadtest.machine import loadavg
+from loadtest.machine import loadavg, shown_path
 from sdcore.process_memory import peak_rss_bytes, rss_bytes
 
 Predict = Callable[[Sequence[str]], npt.NDArray[np.float32]]
@@ -188,7 +188,7 @@ def run_system(spec: SystemSpec, workloads: dict[str, list[str]], settings: Timi
     count's cells, with the student's table facts of that last load (touched pages: all loads).
     """
     rows: list[dict[str, Any]] = []
-    facts: dict[str, Any] = {"spec": asdict(spec), "loadavg_start": loadavg()}
+    facts: dict[str, Any] = {"spec": asdict(spec) | {"path": shown_path(spec.path)}, "loadavg_start": loadavg()}
     probe = StudentProbe()
     memory: dict[str, Any] = {}
     rss_loaded = 0

@@ -7,6 +7,15 @@ import platform
 import subprocess
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a report records it: relative to the repository when it lies inside it (links not
+    followed), so the report reads the same on any machine; elsewhere as given."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(REPO).as_posix() if absolute.is_relative_to(REPO) else str(path)
+
 
 def cpu_model() -> str:
     try:

@@ -23,13 +23,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from loadtest.machine import load_note, loadavg, machine
+from loadtest.machine import load_note, loadavg, machine, shown_path
 from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
 from service.server_process import ServerProcess, free_port
 
@@ -195,12 +196,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def service_arguments(args: argparse.Namespace, show: Callable[[Path], str] = str) -> list[str]:
+    """The service's command line; ``show`` writes the model paths (the report shows them repo-relative)."""
+    return ["--student", show(args.student), "--teacher", show(args.teacher), "--workers", str(args.workers),
+            "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else argv
     command = "sd loadtest" + (" " + " ".join(shown) if shown else "")
-    service_args = ["--student", str(args.student), "--teacher", str(args.teacher), "--workers", str(args.workers),
-                    "--threads", str(args.threads), "--log-level", "warning", "--max-queue-size", "1024"]
+    service_args = service_arguments(args)
     start_load = loadavg()
     start_note = load_note()
     steps: list[Step] = []
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": start_load,
         "loadavg_end": loadavg(),
         "load_note": f"at start, {start_note}",
-        "service_command": "python -m service " + " ".join(service_args),
+        "service_command": "python -m service " + " ".join(service_arguments(args, shown_path)),
         "locust": f"FastHttpUser, {args.locust_processes} process(es), closed loop (wait 0)",
         "step_s": args.step_s,
         "max_requests": args.max_requests,

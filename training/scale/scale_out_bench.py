@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.machine import cpu_model
+from loadtest.machine import cpu_model, shown_path
 from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig
 from training.data import mr_review_lines
 from training.label_shards import LABELS_DIR
@@ -103,7 +103,7 @@ def _median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, teacher: Path, measured_at: str,
+def render(rows: list[dict[str, Any]], args: argparse.Namespace, texts: int, teacher: str, measured_at: str,
            command: str) -> str:
     groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for row in rows:
@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 for threads in (1, 2):
                     rows.append(measure_local(config, threads))
                     print(rows[-1], flush=True)
-    teacher = args.teacher.resolve()
-    shown = teacher.relative_to(REPO) if teacher.is_relative_to(REPO) else teacher
-    report = render(rows, args, len(texts), shown, measured_at, command)
+    report = render(rows, args, len(texts), shown_path(args.teacher), measured_at, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")
     raw = {"command": command, "measured_at": measured_at, "texts": len(texts), "rows": rows}
