@@ -250,6 +250,13 @@ class NgramFeaturizer:
             active = active[pos[active] < hi[active]]
         return pos
 
+    def find(self, keys: KeyArray) -> tuple[npt.NDArray[np.bool_], IntArray]:
+        """Which ``keys`` are in the vocabulary (a mask) and the table rows of those that are."""
+        pos = self.lower_bound(keys)
+        clipped = np.minimum(pos, max(self.sorted_keys.size - 1, 0))
+        hit = (pos < self.sorted_keys.size) & (self.sorted_keys[clipped] == keys)
+        return hit, self.key_rows[clipped[hit]]
+
     def occurrences(self, texts: Sequence[str]) -> NgramOccurrences:
         """All in-vocabulary n-gram occurrences of a batch (see module docstring for how)."""
         token_lists = [self.tokenize(t) for t in texts]
@@ -271,12 +278,9 @@ class NgramFeaturizer:
             columns, window_text, ok = batch_ngram_columns(codes, text_index, valid, n)
             if not ok.any():
                 continue
-            keys = mix_keys([c[ok] for c in columns])
-            pos = self.lower_bound(keys)
-            pos_clipped = np.minimum(pos, max(self.sorted_keys.size - 1, 0))
-            hit = (pos < self.sorted_keys.size) & (self.sorted_keys[pos_clipped] == keys)
+            hit, rows = self.find(mix_keys([c[ok] for c in columns]))
             found_text.append(window_text[ok][hit])
-            found_rows.append(self.key_rows[pos_clipped[hit]])
+            found_rows.append(rows)
         if not found_rows:
             empty = np.empty(0, dtype=np.int64)
             return NgramOccurrences(empty, empty.copy(), total, num_texts)

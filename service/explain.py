@@ -114,7 +114,6 @@ def text_ngrams(text: str, featurizer: NgramFeaturizer) -> TextNgrams:
     firsts: list[IntArray] = []
     lengths: list[IntArray] = []
     total = 0
-    vocab = featurizer.sorted_keys
     for n in range(s.ngram_min, s.ngram_max + 1):
         count = ids.size - n + 1
         if count <= 0:
@@ -124,13 +123,10 @@ def text_ngrams(text: str, featurizer: NgramFeaturizer) -> TextNgrams:
         for i in range(n):
             ok &= valid[i : i + count]
         start = np.flatnonzero(ok)
-        if start.size == 0 or vocab.size == 0:
+        if start.size == 0 or featurizer.vocab_size == 0:
             continue
-        keys = mix_keys([codes[start + i] for i in range(n)])
-        pos = featurizer.lower_bound(keys)
-        clipped = np.minimum(pos, vocab.size - 1)
-        hit = (pos < vocab.size) & (vocab[clipped] == keys)
-        rows.append(featurizer.key_rows[clipped[hit]])
+        hit, found = featurizer.find(mix_keys([codes[start + i] for i in range(n)]))
+        rows.append(found)
         firsts.append(start[hit].astype(np.int64))
         lengths.append(np.full(int(hit.sum()), n, dtype=np.int64))
     flat = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
