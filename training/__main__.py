@@ -61,6 +61,9 @@ for _name, _doc in STEP_HELP.items():
 
 
 def main() -> None:
+    from training.progress import quiet_library_bars
+
+    quiet_library_bars()  # as ``sd`` does: no library \r bars in a pipe
     app()
 
 

@@ -87,7 +87,6 @@ def operating_point(curve: list[dict[str, float]], teacher_acc: float, tolerance
     return max(curve, key=lambda p: (p["dev_acc"], -p["teacher_share"]))
 
 
-
 def collect(student: StudentRuntime, teacher: TeacherRuntime, texts: list[str], labels: list[int]) -> Answers:
     out = student.predict(texts)
     teacher_pred = teacher.predict(texts).probabilities.argmax(axis=1)
