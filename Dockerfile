@@ -110,9 +110,9 @@ ENV SD_HOST=0.0.0.0 \
 USER app
 EXPOSE 8000
 # Ready = models loaded and warmed up (GET /readyz answers 200; 503 while draining on SIGTERM); no curl in
-# the image: service/healthcheck.py, on the standard library, reads SD_HOST and SD_PORT.
+# the image: service/ops/healthcheck.py, on the standard library, reads SD_HOST and SD_PORT.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python3", "-m", "service.healthcheck"]
+    CMD ["python3", "-m", "service.ops.healthcheck"]
 ENTRYPOINT ["python3", "-m", "service"]
 
 # --- loadtest: serve + locust (the compose `locust` service) ------------------------------------------

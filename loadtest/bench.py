@@ -43,7 +43,7 @@ from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads, prepare_baselines
 from loadtest.bench_report import render_markdown, write_chart
 from loadtest.bench_systems import TimingSettings, run_system
-from loadtest.machine import load_note, loadavg, machine, shown_path
+from sdcore.machine import load_note, loadavg, machine, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@
 
 ``sd bench`` runs the same probe on the demo student (in its own process) and adds its table to
 reports/bench.md. Per workload and batch size: ms per text of ``StudentRuntime.predict`` (kernel pooling +
-head) and of ``service.explain.explain`` (its own featurization with token offsets, one gather of each
+head) and of ``service.runtimes.explain.explain`` (its own featurization with token offsets, one gather of each
 text's distinct rows, one head call over the text and every leave-one-out vector, top 10 shaped), on one
 thread, the median of several passes over the same texts.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_prepare import load_workloads
-from loadtest.machine import loadavg, machine
-from service.explain import explain, text_ngrams
-from service.runtime import RuntimeOptions
-from service.student_runtime import StudentRuntime
+from sdcore.machine import loadavg, machine
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.explain import explain, text_ngrams
+from service.runtimes.student import StudentRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 

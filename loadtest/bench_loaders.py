@@ -10,7 +10,7 @@ Kinds of system:
   float16 shards gathered by onnxruntime, ONNX head), instrumented to time its featurizer and its gather
   and to record which rows it gathered (``StudentProbe``);
 - ``teacher-onnx``: ``TeacherRuntime`` (``tokenizers`` + onnxruntime), batches sorted by length;
-- ``hf-pytorch``: a Hugging Face checkpoint in PyTorch eager mode (``training.teacher.predict_logits``:
+- ``hf-pytorch``: a Hugging Face checkpoint in PyTorch eager mode (``training.stages.teacher.predict_logits``:
   the fast tokenizer, length-sorted batches padded to their longest text), then a softmax;
 - ``fasttext``: a fastText supervised model; texts are lowercased and split with the student's token
   pattern first (included in the timing). fastText 0.9.3's list ``predict`` (C++ ``multilinePredict``)
@@ -93,8 +93,8 @@ class Loaded:
 
 def _compiled_student(spec: SystemSpec, threads: int) -> Loaded:
     """The student as the service runs it: the compiled kernel, then the ONNX head."""
-    from service.runtime import RuntimeOptions
-    from service.student_runtime import StudentRuntime
+    from service.runtimes.contract import RuntimeOptions
+    from service.runtimes.student import StudentRuntime
 
     runtime = StudentRuntime.load(spec.path, RuntimeOptions(threads=threads, verify_checksums=False, backend="kernel"))
     kernel, table = runtime.kernel, runtime.kernel_table
@@ -118,8 +118,8 @@ def _compiled_student(spec: SystemSpec, threads: int) -> Loaded:
 
 
 def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
-    from service.runtime import RuntimeOptions
-    from service.student_runtime import StudentRuntime
+    from service.runtimes.contract import RuntimeOptions
+    from service.runtimes.student import StudentRuntime
 
     row_bytes = 0  # set once the manifest is read; the hook runs only during predictions
 
@@ -159,8 +159,8 @@ def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
 
 
 def _teacher_onnx(spec: SystemSpec, threads: int) -> Loaded:
-    from service.runtime import RuntimeOptions
-    from service.teacher_runtime import TeacherRuntime
+    from service.runtimes.contract import RuntimeOptions
+    from service.runtimes.teacher import TeacherRuntime
 
     runtime = TeacherRuntime.load(spec.path, RuntimeOptions(threads=threads, verify_checksums=False))
     return Loaded(
@@ -192,8 +192,8 @@ def _fasttext(spec: SystemSpec) -> Loaded:
 def _hf_pytorch(spec: SystemSpec, threads: int) -> Loaded:
     import torch
 
-    from service.onnx_session import softmax
-    from training.teacher import load_classifier, max_input_tokens, predict_logits
+    from service.runtimes.onnx_session import softmax
+    from training.stages.teacher_model import load_classifier, max_input_tokens, predict_logits
 
     torch.set_num_threads(threads)
     tokenizer, model = load_classifier(Path(spec.path))

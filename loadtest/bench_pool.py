@@ -20,8 +20,8 @@ import numpy.typing as npt
 
 from loadtest.bench_memory import copy_bandwidth
 from loadtest.bench_prepare import load_workloads
-from service.runtime import RuntimeOptions
-from service.student_runtime import StudentRuntime, mean_pool
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.student import StudentRuntime, mean_pool
 
 REPO = Path(__file__).resolve().parents[1]
 

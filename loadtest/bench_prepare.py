@@ -4,7 +4,7 @@
   of pang&lee1 (about 745 words), each review being its lines joined with spaces (the whitespace
   collapse the whole project uses). Each list is shuffled with a fixed seed, so a prefix (what a slow
   system gets) is a fair sample and every system sees the same texts in the same order.
-- The RoBERTa-Large shape: ``training.tiny_models.make_large_shaped_checkpoint`` (random weights, 355M
+- The RoBERTa-Large shape: ``training.testing.tiny_models.make_large_shaped_checkpoint`` (random weights, 355M
   parameters: speed only), and optionally its ONNX export as a teacher folder, made with the
   project's exporter functions so it runs in the same ``TeacherRuntime`` as the real teacher.
 - fastText trained on the MR training split (one fixed, reasonable setting, not the evaluate step's
@@ -20,11 +20,9 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
 
-from training.data import MR_REVIEWS_FILE, collapse, fetch_mr, load_mr
-
-FASTTEXT_PARAMS: dict[str, Any] = {"lr": 0.1, "epoch": 25, "wordNgrams": 2}  # best of a small dev check
+from training.data.task_data import MR_REVIEWS_FILE, collapse, fetch_mr, load_mr
+from training.stages.fasttext_baseline import FASTTEXT_PARAMS
 
 
 def full_reviews(data_cache: Path) -> list[str]:
@@ -49,8 +47,8 @@ def load_workloads(data_cache: Path, seed: int = 13, limit: int = 0) -> dict[str
 
 def ensure_large_checkpoint(cache: Path, data_cache: Path) -> Path:
     """The RoBERTa-Large-shaped random checkpoint (tokenizer trained on MR texts), built once."""
-    from training.data import mr_review_lines
-    from training.tiny_models import make_large_shaped_checkpoint
+    from training.data.task_data import mr_review_lines
+    from training.testing.tiny_models import make_large_shaped_checkpoint
 
     out = cache / "roberta-large-shaped"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
@@ -68,8 +66,8 @@ def ensure_large_onnx(checkpoint: Path, cache: Path, max_length: int = 512) -> P
     from sdcore.atomic import atomic_dir
     from sdcore.model_format import TEACHER_ONNX, TEACHER_TOKENIZER_DIR, TeacherManifest
     from sdcore.model_writer import file_entry, now_iso, write_manifest
-    from training.teacher import label_names, load_classifier, max_input_tokens
-    from training.teacher_export import export_onnx, input_names, save_serving_tokenizer
+    from training.stages.teacher_export import export_onnx, input_names, save_serving_tokenizer
+    from training.stages.teacher_model import label_names, load_classifier, max_input_tokens
 
     final = cache / "roberta-large-shaped-onnx"
     if (final / "manifest.json").is_file():

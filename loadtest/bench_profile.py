@@ -42,8 +42,8 @@ STAGES = [
 
 def run_workload(student: str, workload: str, batch_size: int, seconds: float, threads: int) -> None:
     from loadtest.bench_prepare import load_workloads
-    from service.runtime import RuntimeOptions
-    from service.student_runtime import StudentRuntime
+    from service.runtimes.contract import RuntimeOptions
+    from service.runtimes.student import StudentRuntime
 
     texts = load_workloads(REPO / ".cache/data")[workload]
     runtime = StudentRuntime.load(student, RuntimeOptions(threads=threads, verify_checksums=False))

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from loadtest.bench_core import percentile, plan_cell, samples_per_second, spread
 from loadtest.bench_loaders import StudentProbe, SystemSpec, load_system
 from loadtest.bench_memory import copy_bandwidth, mapped_rss, page_cache_resident, touched_pages
-from loadtest.machine import loadavg, shown_path
+from sdcore.machine import loadavg, shown_path
 from sdcore.process_memory import peak_rss_bytes, rss_bytes
 
 Predict = Callable[[Sequence[str]], npt.NDArray[np.float32]]

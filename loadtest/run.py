@@ -30,9 +30,9 @@ from typing import Any
 
 import psutil
 
-from loadtest.machine import load_note, loadavg, machine, shown_path
 from loadtest.steps import Step, check_goals, parse_summary, render_markdown, should_stop
-from service.server_process import ServerProcess, free_port
+from sdcore.machine import load_note, loadavg, machine, shown_path
+from service.ops.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -158,7 +158,7 @@ def write_chart(steps: list[Step], path: Path, title: str) -> None:
 def write_texts(path: Path, data_cache: Path) -> int:
     """MR sentences, one a line (the workload of the requests); falls back to the locustfile's own."""
     try:
-        from training.data import load_mr
+        from training.data.task_data import load_mr
 
         task = load_mr(data_cache)
         texts = [*task.train.texts, *task.dev.texts, *task.test.texts]

@@ -129,7 +129,7 @@ train_finished=$(docker inspect -f '{{.State.FinishedAt}}' "$train_id")
 health() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$api_id")" = healthy ]; }
 started=$SECONDS
 wait_for 240 health || fail "api never turned healthy"
-log "api healthy $((SECONDS - started)) s after compose up returned (HEALTHCHECK: python3 -m service.healthcheck)"
+log "api healthy $((SECONDS - started)) s after compose up returned (HEALTHCHECK: python3 -m service.ops.healthcheck)"
 
 # --- 4. the routes and the container's settings --------------------------------------------------------
 URL="http://127.0.0.1:$PORT"

@@ -10,7 +10,7 @@
 #     $BASE_TAG, labelled with its recipe, and rebuilt only when the recipe changes), so no registry is needed;
 #  3. the serving image (Dockerfile target `serve`) FROM that base, built with --network host and the
 #     host's CA bundle (pip only, never copied into the final image), from a temporary build context;
-#  4. a tiny student made by training.quick, mounted read-only; the container runs with host networking on
+#  4. a tiny student made by training.testing.quick, mounted read-only; the container runs with host networking on
 #     127.0.0.1; /readyz, the HEALTHCHECK and POST /v1/classify are checked; SIGTERM must end it with 0.
 #
 # The last line is "docker-test: PASSED (...)", with the image size and timings; "docker-test: SKIPPED
@@ -100,14 +100,14 @@ if [ -n "${DOCKER_TEST_TRAIN:-}" ]; then
 fi
 
 # --- 4. run it on a tiny model -------------------------------------------------------------------------
-log "making a tiny student (training.quick)"
+log "making a tiny student (training.testing.quick)"
 mkdir -p "$WORK/models"
 (cd "$REPO" && timeout 300 "$PY" - "$WORK/models/tiny" >"$WORK/tiny.log" 2>&1 <<'PYEOF'
 import sys
 from pathlib import Path
 
-from training.data import load_mr
-from training.quick import make_tiny_student
+from training.data.task_data import load_mr
+from training.testing.quick import make_tiny_student
 
 task = load_mr(Path(".cache/data"))
 make_tiny_student(Path(sys.argv[1]), task.train.texts[:400], task.train.labels[:400], task.label_names, epochs=2)

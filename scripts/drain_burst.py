@@ -18,7 +18,7 @@ from collections import Counter
 from http.client import HTTPConnection
 from pathlib import Path
 
-from service.server_process import ServerProcess
+from service.ops.server_process import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

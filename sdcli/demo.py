@@ -1,6 +1,6 @@
 """The end of `make demo` (``sd demo``): serve the freshly trained model, answer one request, stop.
 
-Starts the service on a free loopback port (``service.server_process``), sends the same texts to the
+Starts the service on a free loopback port (``service.ops.server_process``), sends the same texts to the
 student, comparison and cascade routes, prints the answers and stops the server with SIGTERM. Prints
 the run's accuracy report first.
 """
@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from service.server_process import ServerProcess
+from service.ops.server_process import ServerProcess
 from training.config import load_config
 
 EXAMPLES = [

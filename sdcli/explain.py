@@ -1,4 +1,4 @@
-"""``sd explain MODEL TEXT...|FILE``: which n-grams moved a student's label (service/explain.py).
+"""``sd explain MODEL TEXT...|FILE``: which n-grams moved a student's label (service/runtimes/explain.py).
 
 The texts are the arguments, or, when the one argument is a file (or ``-`` for stdin), its non-empty lines
 (a ``.jsonl`` file: each line's ``"text"``). ``--json`` prints one JSON object per text, the same object as
@@ -16,9 +16,9 @@ from sdcore.errors import ProjectError
 from sdcore.model_format import MANIFEST, read_manifest_kind
 from service.api.explain_schemas import TextExplanation
 from service.api.routes.explain import shaped
-from service.explain import MAX_TOP_N, explain
-from service.runtime import RuntimeOptions
-from service.student_runtime import StudentRuntime
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.explain import MAX_TOP_N, explain
+from service.runtimes.student import StudentRuntime
 
 
 class ExplainInputError(ProjectError, ValueError):

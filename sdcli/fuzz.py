@@ -3,7 +3,7 @@
 Runs two configurations one after the other: ``student`` (a student only: the teacher, compare and
 cascade routes must answer their documented 404, not a 5xx) and ``student+teacher``. Each starts
 ``python -m service`` on a free port (on the given models, or on tiny ones built here in seconds: a
-student with ``training.quick``, a teacher by the real fine-tune and export stages for one epoch), with
+student with ``training.testing.quick``, a teacher by the real fine-tune and export stages for one epoch), with
 the student in a model repository so the /v2/repository routes are exercised, waits for /readyz, runs
 ``st run`` bounded by examples per operation and a time budget, stops the server with SIGTERM and
 checks it exits 0. A run fails on any 5xx (``not_a_server_error``) and on answers that break the
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.server_process import ServerProcess
+from service.ops.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -50,8 +50,8 @@ def build_tiny_student(folder: Path) -> Path:
     """A tiny real student on MR training sentences, in a model repository as version 1 of "fuzz-tiny"
     (needs the training extras and the MR data: ``make data``)."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the fuzz log
-    from training import quick
-    from training.data import fetch_mr, load_mr
+    from training.data.task_data import fetch_mr, load_mr
+    from training.testing import quick
 
     cache = ROOT / ".cache" / "data"
     fetch_mr(cache)
@@ -64,11 +64,11 @@ def build_tiny_teacher(folder: Path) -> Path:
     """A tiny BERT teacher (hidden 32, 2 layers) through the real stages: data, one epoch of fine-tuning,
     ONNX export. Its accuracy does not matter here; that it is a real exported teacher does."""
     from training.config import DataConfig, LabelingConfig, RunConfig, TeacherConfig
-    from training.data import load_mr
-    from training.data_stage import prepare_data
-    from training.teacher import finetune_teacher
-    from training.teacher_export import export_teacher
-    from training.tiny_models import make_tiny_checkpoint
+    from training.data.task_data import load_mr
+    from training.stages.data_stage import prepare_data
+    from training.stages.teacher import finetune_teacher
+    from training.stages.teacher_export import export_teacher
+    from training.testing.tiny_models import make_tiny_checkpoint
 
     task = load_mr(ROOT / ".cache" / "data")
     inputs = folder / "teacher-inputs"

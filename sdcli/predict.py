@@ -27,10 +27,10 @@ from typing import TextIO
 
 from sdcore.model_format import read_manifest_kind
 from service.answers import AnswerOptions, answer_rows
-from service.runtime import RuntimeOptions
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
-from training.data import DataError, collapse
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
+from training.data.task_data import DataError, collapse
 from training.progress import progress
 
 Model = StudentRuntime | TeacherRuntime

@@ -1,6 +1,6 @@
 """``sd test MODEL FILE``: score an exported model (student or teacher) on a labeled file.
 
-FILE takes the formats of the training data (``training.data``: ``.csv`` / ``.tsv`` with a header
+FILE takes the formats of the training data (``training.data.task_data``: ``.csv`` / ``.tsv`` with a header
 naming ``text`` and ``label``, or ``.jsonl`` with ``{"text", "label"}``); every label must be one of
 the model's. The report: accuracy with its 95% Wilson interval (``training.intervals``), per-class
 precision, recall and F1 and the confusion matrix (scikit-learn), and for a student the accuracy by
@@ -21,7 +21,7 @@ from rich.table import Table
 from sdcli.predict import Model, load_model
 from sdcore.atomic import atomic_write_json
 from sdcore.errors import ProjectError
-from training.data import DataError, read_labeled
+from training.data.task_data import DataError, read_labeled
 from training.intervals import wilson
 from training.progress import progress
 

@@ -48,7 +48,7 @@ class OperatingPoint(BaseModel):
 
 
 class CascadeSection(BaseModel):
-    """The ``cascade`` section of a student manifest (written by ``training.cascade``)."""
+    """The ``cascade`` section of a student manifest (written by ``training.stages.cascade``)."""
 
     model_config = ConfigDict(extra="forbid")
     temperature: float = Field(1.0, gt=0.0)

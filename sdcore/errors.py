@@ -7,6 +7,12 @@ and exits non-zero without a traceback; any other exception is a bug and keeps i
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ProjectError(Exception):
     """An error of the user's inputs or of the run's state, not of the code."""
@@ -21,3 +27,14 @@ class ProjectError(Exception):
         """The problem and its fix on one line (newlines of a long message folded)."""
         text = " ".join(str(self).split())
         return f"{text} ({self.hint})" if self.hint else text
+
+
+def exit_on_project_error(work: Callable[[], T]) -> T:
+    """Run ``work`` for a command line: a ProjectError becomes one line on stderr and a non-zero exit,
+    without a traceback; any other exception propagates (it is a bug). ``sd`` and ``python -m training``
+    share it."""
+    try:
+        return work()
+    except ProjectError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

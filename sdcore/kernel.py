@@ -2,7 +2,7 @@
 
 ``sdcore.featurizer`` (numpy) is the reference implementation of the featurizer; this kernel gives the
 same rows for the same texts (tests/unit/test_kernel_parity.py checks it over the MR corpus and odd
-inputs) and pools them as ``service.student_runtime.mean_pool`` does, in one compiled loop with the GIL
+inputs) and pools them as ``service.runtimes.student.mean_pool`` does, in one compiled loop with the GIL
 released for the whole batch.
 
 It implements the featurizer spec written in ``sdcore/spec.py`` (``FEATURIZER_SPEC``).

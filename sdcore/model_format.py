@@ -121,7 +121,7 @@ class StudentManifest(BaseModel):
     vocab_files: list[FileEntry]
     head: FileEntry
     metrics: dict[str, Any] = Field(default_factory=dict)
-    cascade: CascadeSection | None = None  # written by the cascade step (training/cascade.py)
+    cascade: CascadeSection | None = None  # written by the cascade step (training/stages/cascade.py)
     router: FileEntry | None = None  # router.json, the learned cascade router (sdcore/router.py)
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: str

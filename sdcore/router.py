@@ -3,8 +3,8 @@
 The grid rule of ``sdcore.cascade`` defers on two thresholds picked on dev. The router instead predicts,
 from what the student knows about a text, the probability that the student's label differs from the
 teacher's, and defers the texts where that probability is at least its threshold. It is a logistic
-regression fitted by scikit-learn in training (``training.router``) on a slice of the transfer corpus
-the student never saw in distillation (``training.holdout``); here it is only its coefficients, applied
+regression fitted by scikit-learn in training (``training.stages.router``) on a slice of the transfer corpus
+the student never saw in distillation (``training.stages.holdout``); here it is only its coefficients, applied
 with numpy, so serving needs no scikit-learn.
 
 Features (``FEATURES``), from the student's answer alone:

@@ -10,7 +10,7 @@ With several workers their Prometheus numbers are summed through files in ``PROM
 
 On SIGTERM (one worker) readiness answers 503 at once, new connections are still served for
 ``drain_delay_s``, then the listener closes and in-flight requests finish (up to ``graceful_timeout_s``),
-the lifespan shutdown runs, and the process exits 0 (``service.drain``). With several workers uvicorn's
+the lifespan shutdown runs, and the process exits 0 (``service.ops.drain``). With several workers uvicorn's
 supervisor stops them its own way (no readiness phase): one worker per container, scaled by replicas,
 is the layout for a load balancer.
 """
@@ -31,9 +31,9 @@ from pydantic import ValidationError
 
 from sdcore.errors import ProjectError
 from service.app import configure_logging, create_app
-from service.drain import DrainingServer
-from service.metrics import MULTIPROC_ENV
-from service.registry import check_model_folders
+from service.ops.drain import DrainingServer
+from service.ops.metrics import MULTIPROC_ENV
+from service.repository.registry import check_model_folders
 from service.settings import ServiceSettings, settings_from_cli
 
 logger = logging.getLogger(__name__)

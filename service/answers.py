@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from service.runtime import Predictions
+from service.runtimes.contract import Predictions
 
 
 @dataclass(frozen=True)

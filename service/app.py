@@ -17,14 +17,14 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from sdcore.errors import ProjectError
 from service.api.deps import AppState, require_api_key
+from service.api.middleware import ServiceMiddleware
 from service.api.routes import cascade, classify, explain, health, metrics, models, page, v2, v2_repository
 from service.errors import install_error_handlers
-from service.logging_setup import REQUEST_ID_HEADER
-from service.logging_setup import configure_logging as _configure_logging
-from service.metrics import ServiceMetrics
-from service.middleware import ServiceMiddleware
-from service.model_repository import ModelRepository
-from service.registry import ModelRegistry
+from service.ops.logging_setup import REQUEST_ID_HEADER
+from service.ops.logging_setup import configure_logging as _configure_logging
+from service.ops.metrics import ServiceMetrics
+from service.repository.model_repository import ModelRepository
+from service.repository.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def openapi_with_limits(app: FastAPI, settings: ServiceSettings) -> dict[str, An
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Every log line with time, logger and request id, as text or JSON (``service.logging_setup``)."""
+    """Every log line with time, logger and request id, as text or JSON (``service.ops.logging_setup``)."""
     _configure_logging(level, "json" if log_format == "json" else "text")
 
 

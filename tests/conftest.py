@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training.data import LabeledSet, TaskData, fetch_mr, load_mr, mr_review_lines
+from training.data.task_data import LabeledSet, TaskData, fetch_mr, load_mr, mr_review_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

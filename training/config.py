@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sdcore.errors import ProjectError
 from sdcore.featurizer import DEFAULT_TOKEN_PATTERN, FeaturizerError, FeaturizerSettings
-from training.run_folder import RunFolder
+from training.stages.run_folder import RunFolder
 
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -45,7 +45,7 @@ REMOVED_KEYS = {
 
 
 class DataConfig(Section):
-    # A built-in task (training/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
+    # A built-in task (training/data/tasks.py): "mr" (the movie-review sentences, DESIGN.md section 5),
     # "rt" (~13k Rotten Tomatoes snippets), "trec" (question types), "sms-spam", "imdb" (25k whole
     # reviews); or "files": the user's labeled files below.
     source: Literal["mr", "rt", "trec", "sms-spam", "imdb", "files"] = "mr"
@@ -72,7 +72,7 @@ class DataConfig(Section):
     @field_validator("transfer")
     @classmethod
     def _known_corpora(cls, value: list[str] | None) -> list[str] | None:
-        from training.tasks import CORPORA  # the one list of built-in corpora
+        from training.data.tasks import CORPORA  # the one list of built-in corpora
 
         unknown = sorted(set(value or []) - set(CORPORA))
         if unknown:
@@ -151,7 +151,7 @@ class DistillConfig(Section):
     # Train on the first N texts of the labeled transfer corpus only (vocabulary, features and KD
     # alike); 0 = all. With reuse_teacher_run, one labeling serves a corpus-size study.
     corpus_texts: NonNegative = 0
-    # The cascade router's slice (training/holdout.py): this share of the corpus texts, by a hash of the
+    # The cascade router's slice (training/stages/holdout.py): this share of the corpus texts, by a hash of the
     # normalized text and never a training, dev or test text, at most router_holdout_max of them, is
     # kept out of KD; the cascade step learns the router on it. 0 (the default) = no slice, no router:
     # on a small corpus the slice costs the student accuracy (reports/accuracy-notes.md, issue 12).
@@ -198,7 +198,7 @@ class EvaluateConfig(Section):
     cascade: bool = True
     cascade_tolerance: Ratio = 0.005  # operating point: within this of the teacher's dev accuracy
     cascade_report: str = ""  # "" = reports/cascade-<name>
-    # The learned router (training/router.py), fitted on the distill.router_holdout slice in the cascade
+    # The learned router (training/stages/router.py), fitted on the distill.router_holdout slice in the cascade
     # step. Its threshold: the smallest teacher share whose remaining student-teacher disagreement on
     # the slice is at most router_gap, and never above router_max_share (router_gap = 0: always that share).
     router: bool = True

@@ -3,7 +3,7 @@
     data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export
     -> evaluate -> cascade
 
-Steps talk only through files under ``run_dir`` and ``models/`` (``training.run_folder``). Each step
+Steps talk only through files under ``run_dir`` and ``models/`` (``training.stages.run_folder``). Each step
 first checks that its inputs exist (else: which step to run first), and records a fingerprint of what
 it was made from; a step whose inputs or settings changed is redone.
 """
@@ -23,13 +23,13 @@ from sdcore.atomic import atomic_write_json
 from sdcore.errors import ProjectError
 from sdcore.process_memory import peak_rss_bytes
 from training.config import RunConfig
-from training.distill import BagSource, TrainResult, TrainSpec, train_student
-from training.export import export_student
-from training.features import featurize_corpus, open_features
-from training.run_folder import RunFolder, StepInputMissing, done_file, fingerprint, is_done, write_done
-from training.student import select_bags
-from training.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
-from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
+from training.stages.distill import BagSource, TrainResult, TrainSpec, train_student
+from training.stages.export import export_student
+from training.stages.features import featurize_corpus, open_features
+from training.stages.run_folder import RunFolder, StepInputMissing, done_file, fingerprint, is_done, write_done
+from training.stages.student import select_bags
+from training.stages.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
+from training.stages.vocab import build_vocab_from_chunks, load_vocab_featurizer
 
 
 class StepError(ProjectError):
@@ -47,20 +47,20 @@ def _set_threads(threads: int) -> None:
 
 
 def step_data(config: RunConfig) -> None:
-    from training.data_stage import prepare_data
+    from training.stages.data_stage import prepare_data
 
     prepare_data(config)
 
 
 def step_teacher(config: RunConfig) -> None:
-    from training.teacher import finetune_teacher
+    from training.stages.teacher import finetune_teacher
 
     config.run_folder.require("data")
     finetune_teacher(config)
 
 
 def step_teacher_export(config: RunConfig) -> None:
-    from training.teacher_export import export_teacher
+    from training.stages.teacher_export import export_teacher
 
     config.run_folder.require("teacher")
     export_teacher(config)
@@ -75,7 +75,7 @@ def step_label(config: RunConfig) -> None:
 
         label_corpus_ray(config)
         return
-    from training.labeling import label_corpus
+    from training.stages.labeling import label_corpus
 
     label_corpus(config)
 
@@ -86,7 +86,7 @@ def vocab_key(config: RunConfig) -> str:
 
 
 def step_vocab(config: RunConfig) -> None:
-    from training.data import count_corpus, iter_corpus
+    from training.data.task_data import count_corpus, iter_corpus
 
     config.run_folder.require("data")
     folder = config.run_folder.vocab
@@ -117,7 +117,7 @@ def step_vocab(config: RunConfig) -> None:
 
 
 def step_features(config: RunConfig) -> None:
-    from training.data import count_corpus, iter_corpus
+    from training.data.task_data import count_corpus, iter_corpus
 
     folder = config.run_folder
     vocab = folder.require("vocab")
@@ -152,9 +152,9 @@ def student_inputs_key(config: RunConfig, name: str) -> str:
 
 
 def step_kd(config: RunConfig) -> TrainResult:
-    from training.holdout import corpus_split
-    from training.label_shards import load_teacher_logits
     from training.progress import note
+    from training.stages.holdout import corpus_split
+    from training.stages.label_shards import load_teacher_logits
 
     folder = config.run_folder
     _set_threads(config.distill.threads)
@@ -218,7 +218,7 @@ def step_export(config: RunConfig) -> None:
 def export_final_student(config: RunConfig, out_dir: Path, dtype: Literal["float16", "float32", "int8"]) -> Path:
     """Export the run's final student (FT, else KD) to ``out_dir`` with table ``dtype``; the manifest
     records the run config with that dtype (``sd int8-report`` re-exports a run's student as int8)."""
-    from training.data import load_label_names
+    from training.data.task_data import load_label_names
 
     name = final_stage(config)
     model = load_stage(config, name)
@@ -239,7 +239,7 @@ def export_final_student(config: RunConfig, out_dir: Path, dtype: Literal["float
 
 
 def step_evaluate(config: RunConfig) -> None:
-    from training.evaluate import evaluate_run
+    from training.stages.evaluate import evaluate_run
 
     config.run_folder.require("teacher")
     config.run_folder.require("export")
@@ -249,7 +249,7 @@ def step_evaluate(config: RunConfig) -> None:
 def step_cascade(config: RunConfig) -> None:
     if not config.evaluate.cascade:
         return
-    from training.cascade import calibrate_cascade
+    from training.stages.cascade import calibrate_cascade
 
     config.run_folder.require("export")
     config.run_folder.require("teacher-export")
@@ -332,3 +332,16 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
         )
         atomic_write_json(log_path, log)
     return log
+
+
+def run_pipeline(config_path: Path, from_step: str | None = None, until: str | None = None,
+                 steps: list[str] | None = None) -> dict[str, Any]:
+    """Run a config file's steps: all, a --from/--until range, or the named ones (``sd run``)."""
+    from training.config import load_config
+    from training.stages.teacher_model import use_offline_hub
+
+    use_offline_hub()
+    config = load_config(config_path)
+    if steps and (from_step or until):
+        raise StepError("give --step, or --from/--until, not both")
+    return run_steps(config, steps or select_steps(from_step, until))

@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import NotReady, PayloadTooLarge, Unauthorized
-from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
+from service.ops.metrics import ServiceMetrics
+from service.repository.registry import ModelRegistry
 from service.settings import ServiceSettings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from service.api.schemas import _TEXTS, ModelName, Text
-from service.explain import MAX_TOP_N
+from service.runtimes.explain import MAX_TOP_N
 
 
 class ExplainRequest(BaseModel):

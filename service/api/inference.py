@@ -13,9 +13,9 @@ from pydantic import BaseModel
 
 from service.answers import AnswerOptions, answer_rows
 from service.errors import ClientClosed
-from service.logging_setup import note_inference
-from service.registry import ServedModel
-from service.runtime import Predictions
+from service.ops.logging_setup import note_inference
+from service.repository.registry import ServedModel
+from service.runtimes.contract import Predictions
 
 from .schemas import AnswerFields, StudentPrediction, TeacherPrediction
 

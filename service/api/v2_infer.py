@@ -25,8 +25,8 @@ from service.api.v2_codec import Tensor
 from service.api.v2_schemas import ModelMetadata, TensorMetadata
 from service.cascade_policy import Thresholds, resolve_policy
 from service.errors import InvalidInput, ModelNotFound
-from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry, ServedModel
+from service.ops.metrics import ServiceMetrics
+from service.repository.registry import ModelRegistry, ServedModel
 from service.settings import ServiceSettings
 
 INPUT_NAME = "text"

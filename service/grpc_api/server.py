@@ -26,8 +26,8 @@ from service.api.v2_infer import EXTENSIONS, SERVER_NAME, SERVER_VERSION, find_m
 from service.errors import ErrorType, InvalidInput, NotReady, ServiceError, Unauthorized, internal_error
 from service.grpc_api import kserve_pb2 as pb
 from service.grpc_api import kserve_pb2_grpc as pb_grpc
-from service.logging_setup import access_log, request_context
-from service.registry import ModelRegistry
+from service.ops.logging_setup import access_log, request_context
+from service.repository.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The stop sequence on a real ``python -m service`` process (service/drain.py): on SIGTERM readiness
+"""The stop sequence on a real ``python -m service`` process (service/ops/drain.py): on SIGTERM readiness
 answers 503 while new connections are still served for ``drain_delay_s``, then the listener closes and
 every request in flight is answered, including those whose body is still being uploaded."""
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.server_process import ServerProcess
-from training.data import TaskData
-from training.quick import make_tiny_student
+from service.ops.server_process import ServerProcess
+from training.data.task_data import TaskData
+from training.testing.quick import make_tiny_student
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def slow_upload(port: int, body: bytes, results: list[object], index: int, heade
 
 def healthcheck(port: int) -> int:
     """The images' HEALTHCHECK command against the server: its exit code."""
-    return subprocess.run([sys.executable, "-m", "service.healthcheck"], cwd=REPO_ROOT, timeout=30,
+    return subprocess.run([sys.executable, "-m", "service.ops.healthcheck"], cwd=REPO_ROOT, timeout=30,
                           env={"SD_HOST": "0.0.0.0", "SD_PORT": str(port)}, capture_output=True).returncode
 
 

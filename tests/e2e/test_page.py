@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from service.server_process import ServerProcess
-from training.data import TaskData
-from training.quick import make_tiny_student
+from service.ops.server_process import ServerProcess
+from training.data.task_data import TaskData
+from training.testing.quick import make_tiny_student
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.server_process import ServerNotReady, ServerProcess
-from training.data import TaskData
-from training.quick import copy_model, make_tiny_student
+from service.ops.server_process import ServerNotReady, ServerProcess
+from training.data.task_data import TaskData
+from training.testing.quick import copy_model, make_tiny_student
 
 pytestmark = pytest.mark.e2e
 

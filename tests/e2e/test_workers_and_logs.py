@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from training.data import TaskData
-from training.quick import make_tiny_student
+from training.data.task_data import TaskData
+from training.testing.quick import make_tiny_student
 
 pytestmark = pytest.mark.e2e
 

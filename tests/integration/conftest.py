@@ -16,11 +16,11 @@ from typing import Literal
 import pytest
 
 from training.config import DataConfig, LabelingConfig, RunConfig, TeacherConfig
-from training.data import LabeledSet, TaskData
-from training.data_stage import prepare_data
-from training.teacher import finetune_teacher
-from training.teacher_export import export_teacher
-from training.tiny_models import make_tiny_checkpoint
+from training.data.task_data import LabeledSet, TaskData
+from training.stages.data_stage import prepare_data
+from training.stages.teacher import finetune_teacher
+from training.stages.teacher_export import export_teacher
+from training.testing.tiny_models import make_tiny_checkpoint
 
 Family = Literal["bert", "roberta"]
 TINY_MAX_POSITIONS = 128  # below teacher.max_length (512), so fine-tuning and the export must cap it

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from sdcli.app import app
 from training.config import load_config
-from training.data_stage import prepare_data
-from training.run_folder import fingerprint, write_done
-from training.teacher import MODEL_SUBDIR, _config_key, teacher_is_done
+from training.stages.data_stage import prepare_data
+from training.stages.run_folder import fingerprint, write_done
+from training.stages.teacher import _config_key, teacher_is_done
+from training.stages.teacher_model import MODEL_SUBDIR
 
 runner = CliRunner()
 

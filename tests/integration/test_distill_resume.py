@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training import distill
-from training.distill import BagSource, TrainResult, TrainSpec, train_student
-from training.student import DAN, Bags, drop_features, predict_logits, select_bags
+from training.stages import distill
+from training.stages.distill import BagSource, TrainResult, TrainSpec, train_student
+from training.stages.student import DAN, Bags, drop_features, predict_logits, select_bags
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.data import TaskData
-from training.labeling_memory import machine_facts, measure, write_report
+from training.data.task_data import TaskData
+from training.studies.labeling_memory import machine_facts, measure, write_report
 
 
 @pytest.mark.slow

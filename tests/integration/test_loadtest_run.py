@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from training.data import TaskData
-from training.quick import make_tiny_student
+from training.data.task_data import TaskData
+from training.testing.quick import make_tiny_student
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from sdcore.router import RouterPolicy
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
-from training.cascade import cascade_accuracy, collect
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
 from training.config import RunConfig, config_from_dict
-from training.data import TaskData, iter_corpus, load_split
-from training.features import open_features
-from training.holdout import corpus_split, holdout_texts
+from training.data.task_data import TaskData, iter_corpus, load_split
+from training.data.tasks import normalized
 from training.pipeline import STEPS, run_steps
-from training.tasks import normalized
-from training.tiny_models import make_tiny_checkpoint
+from training.stages.cascade import cascade_accuracy, collect
+from training.stages.features import open_features
+from training.stages.holdout import corpus_split, holdout_texts
+from training.testing.tiny_models import make_tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +174,7 @@ def test_cli_rejects_a_bad_config(tmp_path: Path) -> None:
 
 def test_int8_report_reexports_the_student_and_scores_it(tiny_run: RunConfig, tmp_path: Path) -> None:
     from sdcore.model_format import load_student_manifest
-    from training.int8_report import int8_report
+    from training.studies.int8_report import int8_report
 
     # A small hash table for fastText here (its default 2M buckets x 100-d is an 800 MB file).
     report = int8_report(tiny_run, tmp_path / "tiny-int8", tmp_path / "int8", fasttext=True,

@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from training.config import ConfigError, RayConfig, RunConfig, config_from_dict
-from training.label_shards import LABELS_DIR, META_FILE, load_teacher_logits, shard_path
-from training.labeling import label_corpus
 from training.pipeline import run_steps
-from training.run_folder import DONE
 from training.scale.local_cluster import LocalCluster
 from training.scale.session import Capacity, teacher_workers
-from training.vocab import build_vocab_from_chunks, count_top_ngrams
+from training.stages.label_shards import LABELS_DIR, META_FILE, load_teacher_logits, shard_path
+from training.stages.labeling import label_corpus
+from training.stages.run_folder import DONE
+from training.stages.vocab import build_vocab_from_chunks, count_top_ngrams
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason='ray is not installed (pip install -e ".[ray]")'
@@ -188,7 +188,7 @@ def test_ray_vocabulary_equals_the_local_vocabulary_exactly(
     run_steps(config, ["vocab"])
 
     local = copy_run(base_run, tmp_path / "local", vocab=vocab)
-    from training.data import count_corpus, iter_corpus
+    from training.data.task_data import count_corpus, iter_corpus
 
     expected = build_vocab_from_chunks(
         lambda: iter_corpus(local.run_dir, vocab.chunk_texts), vocab.featurizer_settings(), vocab.size,

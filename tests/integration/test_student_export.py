@@ -13,16 +13,16 @@ import torch
 
 from sdcore.featurizer import FeaturizerSettings
 from sdcore.model_format import HEAD_FILE, MANIFEST, ModelFormatError, load_student_manifest, read_ngrams
-from service.runtime import RuntimeOptions
-from service.student_runtime import EmbeddingTable, StudentRuntime, mean_pool
-from training import export as export_module
-from training.data import TaskData
-from training.distill import BagSource, TrainSpec, train_student
-from training.export import export_student
-from training.features import featurize_corpus
-from training.quick import copy_model, make_tiny_student
-from training.student import DAN, Bags, featurize_bags, predict_logits, select_bags
-from training.vocab import build_vocab_from_chunks, load_vocab_featurizer
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.student import EmbeddingTable, StudentRuntime, mean_pool
+from training.data.task_data import TaskData
+from training.stages import export as export_module
+from training.stages.distill import BagSource, TrainSpec, train_student
+from training.stages.export import export_student
+from training.stages.features import featurize_corpus
+from training.stages.student import DAN, Bags, featurize_bags, predict_logits, select_bags
+from training.stages.vocab import build_vocab_from_chunks, load_vocab_featurizer
+from training.testing.quick import copy_model, make_tiny_student
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_single_thread")]
 

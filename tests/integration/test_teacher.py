@@ -20,23 +20,17 @@ import pytest
 from transformers import AutoConfig, AutoTokenizer
 
 from sdcore.model_format import ModelFormatError, load_teacher_manifest, verify_teacher
-from service.runtime import RuntimeOptions
-from service.teacher_runtime import TeacherRuntime, load_tokenizer
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.teacher import TeacherRuntime, load_tokenizer
 from training.config import RunConfig
-from training.data import TaskData, count_corpus, iter_corpus, load_label_names, load_split
-from training.label_shards import LABELS_DIR, load_teacher_logits, shard_path
-from training.labeling import label_corpus
-from training.run_folder import DONE, StepInputMissing
-from training.teacher import (
-    METRICS_FILE,
-    TEACHER_DIR,
-    finetune_teacher,
-    load_classifier,
-    max_input_tokens,
-    predict_logits,
-    resolve_base_model,
-)
-from training.teacher_export import save_serving_tokenizer
+from training.data.task_data import TaskData, count_corpus, iter_corpus, load_label_names, load_split
+from training.stages.label_shards import LABELS_DIR, load_teacher_logits, shard_path
+from training.stages.labeling import label_corpus
+from training.stages.run_folder import DONE, StepInputMissing
+from training.stages.teacher import finetune_teacher
+from training.stages.teacher_checkpoint import resolve_base_model
+from training.stages.teacher_export import save_serving_tokenizer
+from training.stages.teacher_model import METRICS_FILE, TEACHER_DIR, load_classifier, max_input_tokens, predict_logits
 
 ATOL = 1e-4
 pytestmark = pytest.mark.usefixtures("torch_single_thread")  # tiny models: threads only add overhead
@@ -249,7 +243,7 @@ def test_serving_tokenizer_equals_the_hf_tokenizer_of_the_default_teacher(tmp_pa
 
 def test_the_serving_runtime_imports_neither_torch_nor_transformers() -> None:
     code = (
-        "import sys, service.teacher_runtime; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+        "import sys, service.runtimes.teacher; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

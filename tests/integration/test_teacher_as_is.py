@@ -19,15 +19,17 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from service.runtime import RuntimeOptions
-from service.teacher_runtime import TeacherRuntime
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.teacher import TeacherRuntime
 from training.config import ConfigError, RunConfig, TeacherConfig, config_from_dict
-from training.data import load_label_names, load_split
-from training.data_stage import prepare_data
-from training.label_shards import load_teacher_logits
-from training.labeling import label_corpus
-from training.teacher import METRICS_FILE, TEACHER_DIR, TeacherError, finetune_teacher, load_classifier
-from training.teacher_export import export_teacher
+from training.data.task_data import load_label_names, load_split
+from training.stages.data_stage import prepare_data
+from training.stages.label_shards import load_teacher_logits
+from training.stages.labeling import label_corpus
+from training.stages.teacher import finetune_teacher
+from training.stages.teacher_checkpoint import TeacherError
+from training.stages.teacher_export import export_teacher
+from training.stages.teacher_model import METRICS_FILE, TEACHER_DIR, load_classifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_single_thread")]
 SWAPPED = ["positive", "negative"]

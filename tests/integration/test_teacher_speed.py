@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data import TaskData
-from training.teacher_speed import append_report, measure_teacher_speed
-from training.tiny_models import make_tiny_checkpoint
+from training.data.task_data import TaskData
+from training.studies.teacher_speed import append_report, measure_teacher_speed
+from training.testing.tiny_models import make_tiny_checkpoint
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from service.answers import AnswerOptions, answer_rows, kept_scores
-from service.onnx_session import softmax
-from service.runtime import Predictions
+from service.runtimes.contract import Predictions
+from service.runtimes.onnx_session import softmax
 
 LABELS = ["a", "b", "c"]
 ROW = np.array([0.25, 0.5, 0.25], dtype=np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, NgramOccurrences, mix_keys
-from service.student_runtime import EmbeddingTable, gather_cast_model, mean_pool
+from service.runtimes.student import EmbeddingTable, gather_cast_model, mean_pool
 
 
 def test_gather_cast_model_bytes_match_the_onnx_package() -> None:

@@ -1,4 +1,4 @@
-"""The cascade's deferral rule (sdcore.cascade) and its offline calibration helpers (training.cascade)."""
+"""The cascade's deferral rule (sdcore.cascade) and its offline calibration helpers (training.stages.cascade)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sdcore.cascade import CascadePolicy, calibrated, confidence, defer_mask
-from training.cascade import Answers, cascade_accuracy, fit_temperature, operating_point
+from training.stages.cascade import Answers, cascade_accuracy, fit_temperature, operating_point
 
 PROBS = np.array([[0.95, 0.05], [0.55, 0.45], [0.2, 0.8], [0.5, 0.5], [0.01, 0.99]])
 COVERAGE = np.array([0.9, 0.9, 0.05, 0.6, 0.0])

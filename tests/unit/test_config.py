@@ -79,13 +79,13 @@ def test_the_schemas_choices_are_the_built_in_tasks_and_corpora() -> None:
     from typing import get_args
 
     from training.config import DataConfig
-    from training.tasks import TASKS
+    from training.data.tasks import TASKS
 
     assert set(get_args(DataConfig.model_fields["source"].annotation)) == {*TASKS, "files"}
 
 
 def test_a_teacher_budget_leaves_older_teachers_valid_and_changes_the_key_when_set(tmp_path: Path) -> None:
-    from training.teacher import teacher_settings
+    from training.stages.teacher import teacher_settings
 
     base = {"name": "x", "workdir": str(tmp_path)}
     default = config_from_dict(base)

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from training import data
 from training.config import DataConfig, RunConfig
-from training.data import (
+from training.data import task_data as data
+from training.data.sources import FetchError
+from training.data.task_data import (
     DataError,
     LabeledSet,
     TaskData,
@@ -28,8 +29,7 @@ from training.data import (
     load_split,
     read_labeled,
 )
-from training.data_stage import prepare_data, word_windows
-from training.sources import FetchError
+from training.stages.data_stage import prepare_data, word_windows
 
 # --- MR: fetch ------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.devices import CPU, CUDA, DeviceUnavailable, plan_device
+from service.runtimes.devices import CPU, CUDA, DeviceUnavailable, plan_device
 
 
 def test_cpu_uses_the_cpu_provider() -> None:

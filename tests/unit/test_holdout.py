@@ -1,12 +1,12 @@
-"""The router's slice of the transfer corpus (training.holdout): deterministic, capped, and disjoint
+"""The router's slice of the transfer corpus (training.stages.holdout): deterministic, capped, and disjoint
 from the texts the student trains, tunes or is tested on."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.holdout import holdout_key, split_corpus
-from training.tasks import normalized
+from training.data.tasks import normalized
+from training.stages.holdout import holdout_key, split_corpus
 
 CORPUS = [f"sentence number {i} about a film that was {'good' if i % 3 else 'bad'}" for i in range(2000)]
 

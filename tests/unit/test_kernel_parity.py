@@ -25,8 +25,8 @@ from sdcore.featurizer import (
     reference_ngrams,
 )
 from sdcore.spec import FEATURIZER_SPEC
-from service.student_runtime import EmbeddingTable, mean_pool
-from training.data import TaskData, mr_review_lines
+from service.runtimes.student import EmbeddingTable, mean_pool
+from training.data.task_data import TaskData, mr_review_lines
 
 ODD_TEXTS = [
     "",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sdcore.errors import ProjectError
-from training.paper_scale import main
+from training.studies.paper_scale import main
 
 
 def test_a_failed_child_run_is_a_project_error_with_its_exit_code(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import machine
-from loadtest.machine import REPO, shown_path
 from loadtest.run import service_arguments
+from sdcore import machine
+from sdcore.machine import REPO, shown_path
 
 
 def test_paths_inside_the_repository_are_shown_relative_and_others_as_given(tmp_path: Path) -> None:

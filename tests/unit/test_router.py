@@ -1,5 +1,5 @@
 """The learned cascade router: its features and numpy scoring (sdcore.router), its fit and threshold
-(training.router), and the one deferral function both cascade rules go through."""
+(training.stages.router), and the one deferral function both cascade rules go through."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from sdcore.cascade import CascadePolicy, defer_mask
 from sdcore.router import FEATURES, CascadeRouter, RouterPolicy, StudentSignals, defer_texts, router_features
-from training.router import SliceAnswers, fit_router, pick_threshold
+from training.stages.router import SliceAnswers, fit_router, pick_threshold
 
 
 def synthetic_slice(n: int = 3000, seed: int = 0) -> SliceAnswers:

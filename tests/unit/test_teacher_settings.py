@@ -4,8 +4,8 @@ and manifests were written before the key existed)."""
 from __future__ import annotations
 
 from training.config import RunConfig, TeacherConfig
-from training.teacher import teacher_settings
-from training.teacher_export import same_teacher_settings
+from training.stages.teacher import teacher_settings
+from training.stages.teacher_export import same_teacher_settings
 
 
 def test_finetune_enters_the_teachers_key_only_when_false() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.teacher_runtime import token_budget_batches
+from service.runtimes.teacher import token_budget_batches
 
 
 def _sizes(batches: list[slice]) -> list[int]:

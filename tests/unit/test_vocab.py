@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sdcore.featurizer import FeaturizerSettings, Tokenizer, mix_keys, reference_ngrams
-from training import vocab as vocab_module
-from training.vocab import (
+from training.stages import vocab as vocab_module
+from training.stages.vocab import (
     Vocabulary,
     build_vocab_from_chunks,
     count_top_ngrams,

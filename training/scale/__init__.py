@@ -1,6 +1,6 @@
 """Scale-out on Ray (``engine = "ray"`` in the run config): teacher labeling and n-gram counting.
 
-The same two steps as ``training.labeling`` and ``training.vocab``, with the same config and the same
+The same two steps as ``training.stages.labeling`` and ``training.stages.vocab``, with the same config and the same
 output files, run on a Ray cluster instead of one process:
 
 - ``labeling``: teacher actors (one GPU each when the cluster has GPUs, else ``ray.cpus_per_worker``

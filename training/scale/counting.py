@@ -1,6 +1,6 @@
-"""The ``vocab`` step's counting on Ray: the same top-K n-grams as ``training.vocab``, exactly.
+"""The ``vocab`` step's counting on Ray: the same top-K n-grams as ``training.stages.vocab``, exactly.
 
-The local step (training/vocab.py) counts chunk by chunk, spills (key, count) pairs to partition files,
+The local step (training/stages/vocab.py) counts chunk by chunk, spills (key, count) pairs to partition files,
 reduces each file in bounded memory and keeps a running top-K. Here the same pieces run spread out:
 
 1. Map tasks, one per corpus chunk of ``vocab.chunk_texts`` texts: ``chunk_ngrams`` + ``reduce_pairs``
@@ -32,10 +32,10 @@ import numpy as np
 
 from sdcore.featurizer import FeaturizerSettings, Tokenizer
 from training.config import RunConfig
-from training.data import count_corpus, iter_corpus
+from training.data.task_data import count_corpus, iter_corpus
 from training.progress import progress
 from training.scale.session import cluster_capacity, ray_session
-from training.vocab import (
+from training.stages.vocab import (
     PAIR,
     Counts,
     Keys,

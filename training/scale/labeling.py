@@ -1,8 +1,8 @@
 """The ``label`` step on Ray: teacher actors label corpus shards; the driver writes them.
 
-Same outputs as ``training.labeling.label_corpus`` by construction: the folder is prepared, shards are
+Same outputs as ``training.stages.labeling.label_corpus`` by construction: the folder is prepared, shards are
 cut, checked for completeness, written and marked done by the same ``ShardBook``
-(``training.label_shards``); this module only maps shards to logits on actors. The teacher identity
+(``training.stages.label_shards``); this module only maps shards to logits on actors. The teacher identity
 in ``meta.json`` comes from the same function, and each actor runs the same
 ``TeacherRuntime.logits`` on the same shard, so the logits differ at most by float rounding (thread
 counts differ). Local and Ray runs can resume each other's folders.
@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from service.runtime import RuntimeOptions
-from service.teacher_runtime import TeacherRuntime
+from service.runtimes.contract import RuntimeOptions
+from service.runtimes.teacher import TeacherRuntime
 from training.config import RunConfig
-from training.label_shards import LabelingError, Shard, ShardBook
-from training.labeling import onnx_teacher
 from training.progress import Progress, progress
 from training.scale.session import cluster_capacity, connected_address, ray_session, teacher_workers
+from training.stages.label_shards import LabelingError, Shard, ShardBook
+from training.stages.labeling import onnx_teacher
 
 PREFETCH = 2  # shards queued per actor
 WAIT_SLICE_S = 1.0

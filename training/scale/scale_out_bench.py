@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.machine import cpu_model, shown_path
+from sdcore.machine import cpu_model, shown_path
 from training.config import LabelingConfig, RayConfig, RunConfig, TeacherConfig
-from training.data import mr_review_lines
-from training.label_shards import LABELS_DIR
-from training.labeling import label_corpus
-from training.run_folder import DONE
+from training.data.task_data import mr_review_lines
 from training.scale.labeling import label_corpus_ray
 from training.scale.local_cluster import LocalCluster
+from training.stages.label_shards import LABELS_DIR
+from training.stages.labeling import label_corpus
+from training.stages.run_folder import DONE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """POST /v1/cascade/classify: the student answers every text; the texts it is unsure of go on to the teacher.
 
-The rule is ``sdcore.router.defer_texts``, the one the offline evaluation (``training.cascade``) scored:
+The rule is ``sdcore.router.defer_texts``, the one the offline evaluation (``training.stages.cascade``) scored:
 the student's learned router when its folder has one (``router.json``: defer where the predicted chance
 that the student disagrees with the teacher is at least its threshold), else the thresholds: a text is
 deferred when the student's calibrated confidence or its n-gram coverage is below a threshold. A
@@ -44,7 +44,7 @@ from service.api.schemas import (
 )
 from service.cascade_policy import Thresholds, resolve_policy
 from service.errors import InvalidInput, TeacherUnavailable
-from service.registry import ModelRegistry, ServedModel
+from service.repository.registry import ModelRegistry, ServedModel
 
 router = APIRouter(prefix="/v1", tags=["v1"], responses=CASCADE_ERRORS)
 

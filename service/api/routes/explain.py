@@ -1,4 +1,4 @@
-"""POST /v1/explain: for each text, the n-grams that moved the student's label most (service/explain.py).
+"""POST /v1/explain: for each text, the n-grams that moved the student's label most (service/runtimes/explain.py).
 
 Decisions:
 - Students only. A DAN's leave-one-out is exact and cheap; a teacher's is neither, so a teacher's name
@@ -27,9 +27,9 @@ from service.api.explain_schemas import ExplainRequest, ExplainResponse, NgramEf
 from service.api.inference import set_timing, until_client_leaves
 from service.api.responses import INFERENCE_ERRORS
 from service.errors import InvalidInput, QueueFull
-from service.explain import Explanation, explain
-from service.registry import ModelRegistry, ServedModel
-from service.student_runtime import StudentRuntime
+from service.repository.registry import ModelRegistry, ServedModel
+from service.runtimes.explain import Explanation, explain
+from service.runtimes.student import StudentRuntime
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from service.api.deps import StateDep
 from service.api.responses import AUTH_ERRORS
-from service.metrics import CONTENT_TYPE
+from service.ops.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["metrics"], responses=AUTH_ERRORS)
 

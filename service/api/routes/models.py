@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from service.api.deps import RegistryDep, SettingsDep
 from service.api.responses import METADATA_ERRORS
 from service.api.schemas import ModelInfo, ModelsResponse
-from service.registry import ServedModel
+from service.repository.registry import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["v1"], responses=METADATA_ERRORS)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from service.api.responses import V2_REPOSITORY_ERRORS
 from service.api.v2_schemas import RepositoryIndexRequest, RepositoryLoadRequest, RepositoryModel
 from service.errors import InvalidInput, InvalidJSON, NotReady
-from service.model_repository import IndexEntry, ModelRepository
+from service.repository.model_repository import IndexEntry, ModelRepository
 
 router = APIRouter(prefix="/v2/repository", tags=["v2 (Open Inference Protocol)"], responses=V2_REPOSITORY_ERRORS)
 

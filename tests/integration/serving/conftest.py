@@ -1,5 +1,5 @@
 """Fixtures of the service's integration tests: tiny real models built once per session with
-``training.quick``, and an in-process server (the app's lifespan run, HTTP through httpx's ASGI
+``training.testing.quick``, and an in-process server (the app's lifespan run, HTTP through httpx's ASGI
 transport). Treat the model folders as read-only; tests that damage a model damage a copy."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.settings import ServiceSettings
-from training.data import TaskData
-from training.quick import copy_model, make_tiny_student
+from training.data.task_data import TaskData
+from training.testing.quick import copy_model, make_tiny_student
 
 Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -44,8 +44,8 @@ def tiny_student_b(tmp_path_factory: pytest.TempPathFactory, tiny_student: Path)
 def tiny_teacher(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mr_small: TaskData) -> Path:
     """A tiny BERT teacher, fine-tuned a little and exported to ONNX by the real exporter."""
     try:
-        from training.quick import make_tiny_teacher  # type: ignore[attr-defined]
-    except ImportError:  # until training.quick has it: the teacher tests' tiny BERT (same real exporter)
+        from training.testing.quick import make_tiny_teacher  # type: ignore[attr-defined]
+    except ImportError:  # until training.testing.quick has it: the teacher tests' tiny BERT (same real exporter)
         return Path(request.getfixturevalue("tiny_teacher_dir"))
     out = tmp_path_factory.mktemp("teachers") / "mr-tiny-teacher"
     path: Path = make_tiny_teacher(out, mr_small.train.texts, mr_small.train.labels, mr_small.label_names)

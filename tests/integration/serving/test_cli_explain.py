@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from loadtest.bench_explain import explain_cost, render
 from sdcli.app import app
-from service.explain import explain
-from service.student_runtime import StudentRuntime
-from training.data import TaskData
+from service.runtimes.explain import explain
+from service.runtimes.student import StudentRuntime
+from training.data.task_data import TaskData
 
 runner = CliRunner()
 

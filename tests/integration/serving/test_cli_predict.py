@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sdcli.app import app
-from service.onnx_session import softmax
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
-from training.data import TaskData
+from service.runtimes.onnx_session import softmax
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
+from training.data.task_data import TaskData
 
 runner = CliRunner()
 ATOL = 1e-5

@@ -1,4 +1,4 @@
-"""Explanations (service/explain.py) are exact: each n-gram's reported effect is the probability change
+"""Explanations (service/runtimes/explain.py) are exact: each n-gram's reported effect is the probability change
 of re-running the model on the text's n-gram rows with that n-gram's occurrences removed, computed here
 independently (the numpy reference featurizer, the shards read with numpy, a fresh ONNX session)."""
 
@@ -13,9 +13,9 @@ import pytest
 
 from sdcore.featurizer import keys_of_ngram_strings
 from sdcore.model_format import HEAD_FILE
-from service.explain import MAX_TOP_N, explain, token_spans
-from service.student_runtime import StudentRuntime
-from training.data import TaskData
+from service.runtimes.explain import MAX_TOP_N, explain, token_spans
+from service.runtimes.student import StudentRuntime
+from training.data.task_data import TaskData
 
 
 class Reference:
@@ -110,7 +110,7 @@ def test_a_request_cut_into_several_head_calls_answers_the_same(
 ) -> None:
     texts = texts_to_check(mr_small)
     whole = explain(runtime, texts, top_n=MAX_TOP_N)
-    monkeypatch.setattr("service.explain.HEAD_ROWS", 7)
+    monkeypatch.setattr("service.runtimes.explain.HEAD_ROWS", 7)
     for one, cut in zip(whole, explain(runtime, texts, top_n=MAX_TOP_N), strict=True):
         np.testing.assert_allclose(cut.probabilities, one.probabilities, atol=1e-6)
         assert [g.ngram for g in cut.effects] == [g.ngram for g in one.effects]

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.onnx_session import softmax
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
+from service.runtimes.onnx_session import softmax
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
 
 pytestmark = pytest.mark.asyncio
 ROUTES = ["/v1/classify", "/v1/teacher/classify", "/v1/cascade/classify"]

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
 
 pytestmark = pytest.mark.asyncio
 

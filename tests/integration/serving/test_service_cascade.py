@@ -19,8 +19,8 @@ from sdcore.cascade import CascadePolicy, CascadeSection, confidence, defer_mask
 from sdcore.model_format import ModelFormatError
 from sdcore.model_writer import store_cascade_section
 from service.app import create_app
-from service.student_runtime import StudentRuntime
-from training.quick import copy_model
+from service.runtimes.student import StudentRuntime
+from training.testing.quick import copy_model
 
 pytestmark = pytest.mark.asyncio
 
@@ -180,7 +180,7 @@ async def test_low_confidence_texts_and_only_they_go_to_the_teacher(
 
 @pytest.fixture
 def calibrated_student(tiny_student: Path, tmp_path: Path, cascade_texts: list[str]) -> tuple[Path, dict[str, Any]]:
-    """A copy of the tiny student with a cascade section stored as ``training.cascade`` stores it.
+    """A copy of the tiny student with a cascade section stored as ``training.stages.cascade`` stores it.
 
     The operating point is picked from the runtime's answers so that it splits the test texts on
     both thresholds; the route's behaviour is then checked against the service's own answers.

@@ -10,7 +10,7 @@ import pytest
 
 from service.api.routes.explain import ExplainWorkers
 from service.errors import QueueFull
-from service.explain import MAX_TOP_N
+from service.runtimes.explain import MAX_TOP_N
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,9 +12,9 @@ import pytest
 
 from sdcore.model_format import ModelFormatError
 from service.app import create_app
-from service.devices import DeviceUnavailable
-from service.registry import StartupError
-from training.quick import copy_model
+from service.repository.registry import StartupError
+from service.runtimes.devices import DeviceUnavailable
+from training.testing.quick import copy_model
 
 pytestmark = pytest.mark.asyncio
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from training.quick import copy_model
+from training.testing.quick import copy_model
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,6 +1,6 @@
 """The learned cascade router in the service, on the tiny real student and teacher.
 
-The router is fitted by the training code (``training.router.fit_router``) on the tiny student's and
+The router is fitted by the training code (``training.stages.router.fit_router``) on the tiny student's and
 teacher's real answers, stored with ``store_router`` as the cascade step stores it; the expected
 deferrals come from the one deferral function (``sdcore.router.defer_texts``) on the runtime's answers.
 """
@@ -19,11 +19,11 @@ from sdcore.model_format import ModelFormatError, load_student_manifest
 from sdcore.model_writer import store_router
 from sdcore.router import ROUTER_FILE, CascadeRouter, RouterPolicy, defer_texts, load_router
 from service.app import create_app
-from service.student_runtime import StudentRuntime
-from service.teacher_runtime import TeacherRuntime
-from training.data import TaskData
-from training.quick import copy_model
-from training.router import SliceAnswers, fit_router
+from service.runtimes.student import StudentRuntime
+from service.runtimes.teacher import TeacherRuntime
+from training.data.task_data import TaskData
+from training.stages.router import SliceAnswers, fit_router
+from training.testing.quick import copy_model
 
 pytestmark = pytest.mark.asyncio
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.student_runtime import StudentRuntime
+from service.runtimes.student import StudentRuntime
 
 pytestmark = pytest.mark.asyncio
 
