@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 KERNEL_SOURCES := sdcore/_ngram_kernel.pyx sdcore/_kernel_simd.h setup.py
 KERNEL_STAMP := sdcore/.kernel-built
 
-.PHONY: install kernel data browser demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test compose-test clean
+.PHONY: install kernel data browser demo train test test-fast lint fuzz fuzz-short proto serve bench loadtest docker-test compose-test clean peers-env peers
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,24 @@ train: data
 DEMO_MODEL := models/mr-demo/manifest.json
 $(DEMO_MODEL):
 	$(MAKE) train CONFIG=configs/mr-demo.toml
+
+# The peers' own environment (requirements-peers.txt): Model2Vec's distill needs transformers<5.4 and the
+# project's environment resolves a later 5.x, so they get a venv of their own (about 1 minute, 1.7 GB).
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+$(PEERS_STAMP): requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q -r requirements-peers.txt
+	touch $(PEERS_STAMP)
+
+peers-env: $(PEERS_STAMP)
+
+# What a user would pick instead, on the run of CONFIG (its teacher labels): reports/peers-<name>.{md,json}.
+# The run's finished steps are skipped; an unfinished run is trained first.
+peers: data peers-env
+	$(SD) run --config $(CONFIG) --until evaluate
+	$(SD) peers --config $(CONFIG)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 ALL_SYSTEMS = ("student-demo", "student-paper", "student-demo-int8", "student-paper-int8", "student-demo-numpy",
                "student-paper-numpy", "fasttext", "minilm-onnx", "minilm-pytorch", "roberta-large-onnx",
-               "roberta-large-pytorch")
+               "roberta-large-pytorch", "fasttext-kd", "model2vec")
 # The paper-scale student on the numpy path adds minutes and says what reports/bench.md of 2026-11-24 said.
 DEFAULT_SYSTEMS = tuple(s for s in ALL_SYSTEMS if s != "student-paper-numpy")
 
@@ -89,6 +89,19 @@ def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[System
     if "minilm-pytorch" in args.systems and (Path(args.teacher_checkpoint) / "config.json").is_file():
         specs.append(SystemSpec("minilm-pytorch", "hf-pytorch", str(args.teacher_checkpoint),
                                 "MiniLM-L6 teacher checkpoint, PyTorch eager (transformers), max 512 tokens"))
+    peers = Path(args.peers)  # sd peers -c configs/mr-demo.toml trains them (reports/peers-mr-demo.md)
+    fasttext_kd = peers / "fasttext_kd" / "model" / "model.bin"
+    if "fasttext-kd" in args.systems and fasttext_kd.is_file():
+        result = peers / "fasttext_kd" / "fasttext_kd.json"
+        chosen = json.loads(result.read_text()).get("settings", {}).get("chosen") if result.is_file() else None
+        specs.append(SystemSpec("fasttext-kd", "fasttext", str(fasttext_kd),
+                                f"fastText 0.9.3 on the teacher's labels over the transfer corpus + MR train "
+                                f"({chosen}); list predict"))
+    model2vec = peers / "model2vec_kd" / "model"
+    if "model2vec" in args.systems and (model2vec / "config.json").is_file():
+        specs.append(SystemSpec("model2vec", "model2vec", str(model2vec),
+                                "Model2Vec 0.10 distilled from the MiniLM-L6 base, classifier on the teacher's "
+                                "labels; its numpy StaticModelPipeline"))
     for key, kind in (("roberta-large-onnx", "teacher-onnx"), ("roberta-large-pytorch", "hf-pytorch")):
         if key in args.systems and key in built:
             engine = "ONNX in TeacherRuntime" if kind == "teacher-onnx" else "PyTorch eager (transformers)"
@@ -106,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--student-paper-int8", type=Path, default=REPO / "models/mr-paper-int8")
     p.add_argument("--teacher", type=Path, default=REPO / "models/mr-demo-teacher")
     p.add_argument("--teacher-checkpoint", type=Path, default=REPO / "runs/mr-demo/teacher/model")
+    p.add_argument("--peers", type=Path, default=REPO / "runs/mr-demo/peers",
+                   help="the peers study's folder of the run (sd peers): fasttext-kd and model2vec come from it")
     p.add_argument("--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=ALL_SYSTEMS)
     p.add_argument("--workloads", nargs="+", default=["sentences", "reviews"], choices=["sentences", "reviews"])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])

@@ -15,6 +15,10 @@ Kinds of system:
 - ``fasttext``: a fastText supervised model; texts are lowercased and split with the student's token
   pattern first (included in the timing). fastText 0.9.3's list ``predict`` (C++ ``multilinePredict``)
   is used for every batch size, since its single-text form breaks under numpy 2 (DESIGN.md section 5).
+  ``fasttext-kd`` is the same kind: the peers study's fastText trained on the teacher's labels;
+- ``model2vec``: the peers study's Model2Vec classifier as model2vec's own numpy pipeline
+  (``StaticModelPipeline``: its tokenizer, static embeddings, numpy MLP head), text in, probabilities
+  out; BLAS threads capped with threadpoolctl.
 
 Heavy libraries (torch, transformers, fasttext) are imported inside the loaders that need them: the
 student and ONNX children never load torch.
@@ -31,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-Kind = Literal["student", "teacher-onnx", "hf-pytorch", "fasttext"]
+Kind = Literal["student", "teacher-onnx", "hf-pytorch", "fasttext", "model2vec"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,19 @@ def _fasttext(spec: SystemSpec) -> Loaded:
     return Loaded(predict)
 
 
+def _model2vec(spec: SystemSpec, threads: int) -> Loaded:
+    from model2vec.inference import StaticModelPipeline
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # its head is numpy matrix products: BLAS's threads, set once for this process
+    pipeline = StaticModelPipeline.from_pretrained(Path(spec.path))
+
+    def predict(texts: Sequence[str], _batch_size: int) -> npt.NDArray[np.float32]:
+        return np.asarray(pipeline.predict_proba(list(texts)), dtype=np.float32)
+
+    return Loaded(predict)
+
+
 def _hf_pytorch(spec: SystemSpec, threads: int) -> Loaded:
     import torch
 
@@ -216,4 +233,6 @@ def load_system(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
         return _teacher_onnx(spec, threads)
     if spec.kind == "hf-pytorch":
         return _hf_pytorch(spec, threads)
+    if spec.kind == "model2vec":
+        return _model2vec(spec, threads)
     return _fasttext(spec)

@@ -61,7 +61,9 @@ app.command()(run)
 app.command("fetch-data")(fetch_data)
 
 
-DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt", "trec=reports/accuracy-trec-demo",
+# Each short task name is its demo config (the runs `sd peers` scores); the longer runs are columns of their own.
+DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt-demo", "trec=reports/accuracy-trec-demo",
+                        "sms-spam=reports/accuracy-sms-spam-demo", "rt-300k=reports/accuracy-rt",
                         "imdb=reports/accuracy-imdb-budget", "rt-mpnet=reports/accuracy-rt-mpnet")
 
 
@@ -119,6 +121,31 @@ def int8_report(
         from training.studies.int8_report import int8_report as make_report
 
         make_report(load_config(config), out, report, fasttext)
+
+    guarded(work)
+
+
+@app.command("peers")
+def peers_command(
+    config: ConfigOption,
+    peer: Annotated[list[str] | None, typer.Option("--peer", help="Only this peer (repeatable): fasttext_kd, "
+                                                   "model2vec, model2vec_kd, setfit.")] = None,
+    peers_python: Annotated[Path, typer.Option(help="Python of the peers' environment (`make peers-env`).")]
+    = Path(".venv-peers/bin/python"),
+    threads: Annotated[int, typer.Option(min=1, help="Threads for each peer's training.")] = 2,
+    max_kd_texts: Annotated[int, typer.Option(min=0, help="Keep the first N corpus texts (0: all KD saw).")] = 0,
+    report: Annotated[Path | None, typer.Option(help="Report path without suffix (reports/peers-<name>).")] = None,
+) -> None:
+    """Train and score what a user would pick instead (fastText and Model2Vec on the teacher's labels,
+    SetFit) on a finished run's own data; reports/peers-<name>.{md,json}."""
+    from training.config import load_config
+
+    _offline()
+
+    def work() -> None:
+        from training.studies.peers.study import PEERS, run_peers
+
+        run_peers(load_config(config), list(peer or PEERS), peers_python, threads, max_kd_texts, report=report)
 
     guarded(work)
 

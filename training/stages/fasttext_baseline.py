@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,11 @@ class FastTextResult:
     test_acc: float
     params: dict[str, Any]
     test_predictions: list[int]
+    dev_predictions: list[int] = field(default_factory=list)
+    # With ``save_to``: the best model as ``model.bin`` and quantized as ``model.ftz`` (fastText's own
+    # product quantization, retrained on the same file), with the quantized model's dev and test scores.
+    model_path: Path | None = None
+    quantized: dict[str, Any] | None = None
 
 
 def _line(tokenize: Tokenizer, text: str) -> str:
@@ -42,6 +47,19 @@ def _predict(model: Any, tokenize: Tokenizer, texts: Sequence[str]) -> np.ndarra
     return np.asarray([int(found[0].removeprefix("__label__")) for found in labels], dtype=np.int64)
 
 
+def _fasttext_args(params: dict[str, Any]) -> dict[str, Any]:
+    """A grid point as ``train_supervised`` takes it: ``charNgrams`` = [minn, maxn] (one grid axis, so
+    that no point has minn without maxn), the rest as they are."""
+    args = {k: v for k, v in params.items() if k != "charNgrams"}
+    if "charNgrams" in params:
+        args["minn"], args["maxn"] = params["charNgrams"]
+    return args
+
+
+def _accuracy(predicted: np.ndarray, gold: Sequence[int]) -> float:
+    return float((predicted == np.asarray(gold)).mean()) if len(gold) else 0.0
+
+
 def train_fasttext(
     train: tuple[Sequence[str], Sequence[int]],
     dev: tuple[Sequence[str], Sequence[int]],
@@ -49,7 +67,11 @@ def train_fasttext(
     settings: FeaturizerSettings,
     seed: int = 13,
     grid: dict[str, Sequence[Any]] | None = None,
+    threads: int = 1,
+    save_to: Path | None = None,
 ) -> FastTextResult:
+    """The best of ``grid`` on dev; ``threads`` trains faster on a big (e.g. teacher-labeled) set;
+    ``save_to`` keeps the best model and its quantized form there (for the bench and the peers study)."""
     import fasttext  # optional: part of the training dependency group
 
     tokenize = Tokenizer(settings)
@@ -65,14 +87,26 @@ def train_fasttext(
         for values in track(settings_grid, total=len(settings_grid), desc="fastText grid", unit="settings"):
             params = dict(zip(names, values, strict=True))
             try:
-                model = fasttext.train_supervised(str(path), seed=seed, thread=1, verbose=0, **params)
+                model = fasttext.train_supervised(str(path), seed=seed, thread=threads, verbose=0,
+                                                  **_fasttext_args(params))
             except RuntimeError:  # "Encountered NaN": a too-high learning rate diverged; not a candidate
                 continue
-            acc = float((_predict(model, tokenize, dev[0]) == np.asarray(dev[1])).mean())
+            acc = _accuracy(_predict(model, tokenize, dev[0]), dev[1])
             if best is None or acc > best[0]:
                 best = (acc, params, model)
-    if best is None:
-        raise RuntimeError(f"fastText diverged for every setting of the grid {grid}")
-    dev_acc, params, model = best
-    test_pred = _predict(model, tokenize, test[0])
-    return FastTextResult(dev_acc, float((test_pred == np.asarray(test[1])).mean()), params, test_pred.tolist())
+        if best is None:
+            raise RuntimeError(f"fastText diverged for every setting of the grid {grid}")
+        dev_acc, params, model = best
+        dev_pred, test_pred = _predict(model, tokenize, dev[0]), _predict(model, tokenize, test[0])
+        result = FastTextResult(dev_acc, _accuracy(test_pred, test[1]), params, test_pred.tolist(), dev_pred.tolist())
+        if save_to is not None:
+            save_to.mkdir(parents=True, exist_ok=True)
+            result.model_path = save_to / "model.bin"
+            model.save_model(str(result.model_path))
+            model.quantize(input=str(path), retrain=True, qnorm=True, thread=threads, verbose=0)
+            model.save_model(str(save_to / "model.ftz"))
+            q_dev, q_test = _predict(model, tokenize, dev[0]), _predict(model, tokenize, test[0])
+            result.quantized = {"dev_acc": _accuracy(q_dev, dev[1]), "test_acc": _accuracy(q_test, test[1]),
+                                "dev_predictions": q_dev.tolist(), "test_predictions": q_test.tolist(),
+                                "path": save_to / "model.ftz"}
+    return result
