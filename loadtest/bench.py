@@ -8,6 +8,8 @@ Systems (each measured in its own fresh process, one after the other, on the sam
 - ``student-demo``, ``student-paper``: the exported students (``--student-demo``, ``--student-paper``;
   skipped when the folder is missing) as the service runs them: the compiled kernel (sdcore.kernel), then
   the ONNX head;
+- ``student-subwords``: the demo student with hashed subword rows for unknown words (featurizer spec v2;
+  ``--student-subwords``, trained by ``sd run -c configs/mr-demo-subwords.toml``);
 - ``student-demo-int8``, ``student-paper-int8``: the same students re-exported with an int8 table
   (``sd int8-report -c configs/<run>.toml`` writes ``models/<name>-int8``);
 - ``student-demo-numpy``, ``student-paper-numpy``: the same folders on the numpy reference path (shared
@@ -47,7 +49,8 @@ from sdcore.machine import load_note, loadavg, machine, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_SYSTEMS = ("student-demo", "student-paper", "student-demo-int8", "student-paper-int8", "student-demo-numpy",
+ALL_SYSTEMS = ("student-demo", "student-subwords", "student-paper", "student-demo-int8",
+               "student-paper-int8", "student-demo-numpy",
                "student-paper-numpy", "fasttext", "minilm-onnx", "minilm-pytorch", "roberta-large-onnx",
                "roberta-large-pytorch", "fasttext-kd", "model2vec")
 # The paper-scale student on the numpy path adds minutes and says what reports/bench.md of 2026-11-24 said.
@@ -65,11 +68,16 @@ def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[System
         m = json.loads((path / "manifest.json").read_text())
         how = ("featurize + pool in the compiled kernel (sdcore), head in onnxruntime" if backend == "kernel" else
                "numpy reference path: featurizer in numpy, gather and head in onnxruntime")
-        return (f"student {m['name']}: {m['vocab_size']:,} x {m['embedding_dim']} {m['shard_dtype']} n-gram table "
+        f = m["featurizer"]
+        table = (f"{m['vocab_size']:,} n-grams + {f['subword_buckets']:,} subword buckets ({f.get('spec')}, "
+                 f"{f['subword_min']}-{f['subword_max']} chars of {f['subword_scope']} words)"
+                 if f.get("subword_buckets") else f"{m['vocab_size']:,}")
+        return (f"student {m['name']}: {table} x {m['embedding_dim']} {m['shard_dtype']} n-gram table "
                 f"(memory-mapped), {m['hidden_dim']}-unit ONNX head; {how}")
 
     specs: list[SystemSpec] = []
-    students = (("student-demo", args.student_demo, "kernel"), ("student-paper", args.student_paper, "kernel"),
+    students = (("student-demo", args.student_demo, "kernel"), ("student-subwords", args.student_subwords, "kernel"),
+                ("student-paper", args.student_paper, "kernel"),
                 ("student-demo-int8", args.student_demo_int8, "kernel"),
                 ("student-paper-int8", args.student_paper_int8, "kernel"),
                 ("student-demo-numpy", args.student_demo, "numpy"),
@@ -114,6 +122,7 @@ def system_specs(args: argparse.Namespace, built: dict[str, str]) -> list[System
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student-demo", type=Path, default=REPO / "models/mr-demo")
+    p.add_argument("--student-subwords", type=Path, default=REPO / "models/mr-demo-subwords")
     p.add_argument("--student-paper", type=Path, default=REPO / "models/mr-paper")
     p.add_argument("--student-demo-int8", type=Path, default=REPO / "models/mr-demo-int8")
     p.add_argument("--student-paper-int8", type=Path, default=REPO / "models/mr-paper-int8")

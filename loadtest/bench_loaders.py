@@ -139,8 +139,8 @@ def _student(spec: SystemSpec, threads: int, probe: StudentProbe) -> Loaded:
 
     options = RuntimeOptions(threads=threads, verify_checksums=False, backend="numpy", observer=observe)
     runtime = StudentRuntime.load(spec.path, options)
-    if probe.gathered.size != runtime.manifest.vocab_size:
-        probe.gathered = np.zeros(runtime.manifest.vocab_size, dtype=bool)
+    if probe.gathered.size != runtime.manifest.table_rows:
+        probe.gathered = np.zeros(runtime.manifest.table_rows, dtype=bool)
     table = runtime.table
     row_bytes = table.dim * np.dtype(runtime.manifest.shard_dtype).itemsize
 

@@ -127,7 +127,7 @@ def _student_memory(runtime: Any, probe: StudentProbe) -> dict[str, Any]:
         cached = None if resident is None or cached is None else cached + resident
     return {
         "table_bytes": sum(int(s.bytes) for s in runtime.manifest.shards),
-        "table_shape": [runtime.manifest.vocab_size, runtime.manifest.embedding_dim],
+        "table_shape": [runtime.manifest.table_rows, runtime.manifest.embedding_dim],
         "table_dtype": runtime.manifest.shard_dtype,
         "rows_gathered": int(probe.gathered.sum()),
         "touched_bytes": pages * 4096,
@@ -172,8 +172,8 @@ def _cells(spec: SystemSpec, threads: int, workloads: dict[str, list[str]], sett
         for texts in workloads.values():
             for i in range(0, len(texts), 256):
                 probe_rows = loaded.runtime.kernel.featurize(texts[i : i + 256])[0]
-                if probe.gathered.size != loaded.runtime.manifest.vocab_size:
-                    probe.gathered = np.zeros(loaded.runtime.manifest.vocab_size, dtype=bool)
+                if probe.gathered.size != loaded.runtime.manifest.table_rows:
+                    probe.gathered = np.zeros(loaded.runtime.manifest.table_rows, dtype=bool)
                 probe.gathered[probe_rows] = True
     if is_student:
         memory.update(_student_memory(loaded.runtime, probe))

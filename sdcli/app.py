@@ -105,6 +105,36 @@ def corpus_curve(
     typer.echo(f"wrote {target.with_suffix('.md')}, .json and .png")
 
 
+@app.command("subwords")
+def subwords_command(
+    pair: Annotated[list[str], typer.Argument(help="TASK=WORD_CONFIG,SUBWORD_CONFIG: two finished runs that share "
+                                                   "their teacher labels, e.g. rt=configs/rt-demo.toml,"
+                                                   "configs/rt-demo-subwords.toml.")],
+    out: Annotated[Path, typer.Option(help="Writes OUT.md and OUT.json (other tasks in it are kept).")]
+    = Path("reports/subwords"),
+) -> None:
+    """Word n-grams alone against word n-grams + hashed subwords (featurizer spec v2), per task: accuracy,
+    the lowest coverage bucket's, the unknown-word texts', and the table each needs."""
+
+    def work() -> None:
+        from training.config import load_config
+        from training.pipeline import StepError
+        from training.studies.subwords import write_subwords_report
+
+        pairs = {}
+        for item in pair:
+            task, _, configs = item.partition("=")
+            paths = configs.split(",")
+            if not task or len(paths) != 2 or not all(paths):
+                raise StepError(f"{item!r}: expected TASK=WORD_CONFIG,SUBWORD_CONFIG",
+                                hint="e.g. mr=configs/mr-demo.toml,configs/mr-demo-subwords.toml")
+            pairs[task] = (load_config(Path(paths[0])), load_config(Path(paths[1])))
+        write_subwords_report(pairs, out, "sd subwords " + " ".join(sys.argv[2:]))
+
+    guarded(work)
+    typer.echo(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
 @app.command("int8-report")
 def int8_report(
     config: ConfigOption,

@@ -22,11 +22,8 @@ from sdcli.predict import Model, load_model
 from sdcore.atomic import atomic_write_json
 from sdcore.errors import ProjectError
 from training.data.task_data import DataError, read_labeled
-from training.intervals import wilson
+from training.intervals import coverage_buckets, interval
 from training.progress import progress
-
-# Coverage buckets [lo, hi) of equal width; the last one holds 1.0 too.
-COVERAGE_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _predict_all(model: Model, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -41,23 +38,6 @@ def _predict_all(model: Model, texts: list[str], batch_size: int) -> tuple[np.nd
                 coverage.append(out.coverage)
             bar.update(len(out))
     return np.concatenate(predicted), (np.concatenate(coverage) if coverage else None)
-
-
-def _interval(correct: int, total: int) -> list[float]:
-    return [round(x, 4) for x in wilson(correct, total)]
-
-
-def coverage_buckets(coverage: np.ndarray, right: np.ndarray) -> list[dict[str, Any]]:
-    """Accuracy (with its interval) of the texts in each coverage bucket that holds any."""
-    which = np.clip(np.searchsorted(COVERAGE_EDGES, coverage, side="right") - 1, 0, len(COVERAGE_EDGES) - 2)
-    rows = []
-    for b in range(len(COVERAGE_EDGES) - 1):
-        hits = right[which == b]
-        if hits.size:
-            correct = int(hits.sum())
-            rows.append({"coverage": [COVERAGE_EDGES[b], COVERAGE_EDGES[b + 1]], "texts": int(hits.size),
-                         "accuracy": round(correct / hits.size, 4), "accuracy_ci95": _interval(correct, hits.size)})
-    return rows
 
 
 def score_file(model_dir: Path, path: Path, batch_size: int = 256, threads: int | None = None) -> dict[str, Any]:
@@ -95,7 +75,7 @@ def score_file(model_dir: Path, path: Path, batch_size: int = 256, threads: int 
         "file": str(path),
         "texts": len(texts),
         "accuracy": round(correct / len(texts), 4),
-        "accuracy_ci95": _interval(correct, len(texts)),
+        "accuracy_ci95": interval(correct, len(texts)),
         "macro_f1": round(float(np.mean(f1)), 4),
         "per_class": [
             {"label": name, "precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),

@@ -12,6 +12,9 @@ is touched):
    then an exact compare): its word id, or -1;
 3. make the 64-bit key of every n-gram whose words are all known (the mix of ``service.featurizer``),
    and look it up in an open-addressing table of the vocabulary's keys: its embedding row, or none;
+   with subwords (spec v2), hash the character n-grams of each token in scope (unknown words, or all)
+   into the rows after the vocabulary's: no lookup, the key modulo the bucket count is the row; a token's
+   subword rows are averaged first, so the token counts as one row in the text's mean;
 4. add the rows (float16 through F16C when the CPU has it, float32, or int8 times the row's scale) into
    the text's float32 output row, then divide by the number of rows found (repeats counted).
 
@@ -59,6 +62,10 @@ cdef uint64_t MIX_MUL2 = 0xBF58476D1CE4E5B9ULL
 cdef uint64_t FNV_OFFSET = 0xCBF29CE484222325ULL
 cdef uint64_t FNV_PRIME = 0x100000001B3ULL
 cdef uint64_t FIB = 0x9E3779B97F4A7C15ULL  # slot = (hash * FIB) >> shift: the product's top bits
+# Spec v2 (sdcore/spec.py, steps 9-10): the boundary marks and the subword seed.
+cdef uint64_t SUBWORD_BEGIN = 0x110000ULL
+cdef uint64_t SUBWORD_END = 0x110001ULL
+cdef uint64_t SUBWORD_SEED = 0x5D5D5D5D5D5D5D5DULL
 
 DTYPE_FLOAT32 = 0
 DTYPE_FLOAT16 = 1
@@ -256,10 +263,15 @@ cdef struct Text:  # a str's code points, readable without the GIL while the str
 
 cdef struct Scratch:  # one part's buffers, grown as needed
     int64_t *ids
+    int64_t *bounds  # [2 * ids_cap]: token [start, end) offsets, for subwords
     int64_t ids_cap
     uint64_t *keys
     int64_t *rows
     int64_t win_cap
+    int64_t *groups  # spec v2: the subword count of each token in scope of the current text, in order
+    int64_t ngroups
+    int64_t nword  # rows of the current text that are word n-gram rows (the first ones)
+    float *tmp  # [dim]: one token's subword rows summed, while pooling
 
 
 cdef enum Mode:
@@ -274,6 +286,11 @@ cdef struct Job:
     const Table *table  # NULL: rows only, no pooling
     int ngram_min
     int ngram_max
+    int sub_min  # spec v2: subword lengths; sub_buckets == 0: v1, no subwords
+    int sub_max
+    uint64_t sub_buckets
+    int64_t sub_base  # the first subword row: the vocabulary's size
+    bint sub_all  # every token in scope, not only the unknown ones
     Mode mode
     const Text *texts
     const int64_t *in_values  # MODE_IDS: word ids; MODE_ROWS: rows
@@ -283,6 +300,7 @@ cdef struct Job:
     float *out  # [ntexts, dim]
     int64_t *found
     int64_t *total
+    int64_t *subwords  # [ntexts]: how many of found[t] are subword rows
     int failed
 
 
@@ -293,6 +311,14 @@ cdef int grow(Scratch *sc, int64_t ids_needed, int64_t windows_needed) noexcept 
         if p == NULL:
             return -1
         sc.ids = <int64_t *>p
+        p = realloc(sc.bounds, 2 * ids_needed * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        sc.bounds = <int64_t *>p
+        p = realloc(sc.groups, ids_needed * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        sc.groups = <int64_t *>p
         sc.ids_cap = ids_needed
     if windows_needed > sc.win_cap:
         p = realloc(sc.keys, windows_needed * sizeof(uint64_t))
@@ -309,8 +335,11 @@ cdef int grow(Scratch *sc, int64_t ids_needed, int64_t windows_needed) noexcept 
 
 cdef void release(Scratch *sc) noexcept nogil:
     free(sc.ids)
+    free(sc.bounds)
     free(sc.keys)
     free(sc.rows)
+    free(sc.groups)
+    free(sc.tmp)
     memset(sc, 0, sizeof(Scratch))
 
 
@@ -352,23 +381,67 @@ cdef int64_t scan_text(const Text *t, const WordTable *wt, int64_t *ids, int64_t
     return scan(<const uint32_t *>t.data, t.length, wt, ids, bounds)
 
 
+cdef inline int64_t subword_count(const Job *job, int64_t length) noexcept nogil:
+    """Subwords of a token of ``length`` code points: windows of sub_min..sub_max over length + 2 values."""
+    cdef int64_t framed = length + 2, n, count = 0
+    for n in range(job.sub_min, job.sub_max + 1):
+        if framed >= n:
+            count += framed - n + 1
+    return count
+
+
+cdef int64_t token_subwords(const char_t *s, Py_ssize_t start, Py_ssize_t end, const Job *job,
+                            int64_t *out) noexcept nogil:
+    """Rows of the subwords of the token s[start:end] (spec v2, steps 9-11), by length then start."""
+    cdef int64_t framed = end - start + 2, n, i, j, count = 0
+    cdef uint64_t key, c
+    for n in range(job.sub_min, job.sub_max + 1):
+        for i in range(framed - n + 1):
+            key = (<uint64_t>n * MIX_MUL) ^ SUBWORD_SEED
+            for j in range(i, i + n):
+                if j == 0:
+                    c = SUBWORD_BEGIN
+                elif j == framed - 1:
+                    c = SUBWORD_END
+                else:
+                    c = <uint64_t>s[start + j - 1]
+                key ^= c + 1
+                key *= MIX_MUL2
+                key ^= key >> 31
+            out[count] = job.sub_base + <int64_t>(key % job.sub_buckets)
+            count += 1
+    return count
+
+
+cdef int64_t text_subwords(const Text *t, Py_ssize_t start, Py_ssize_t end, const Job *job,
+                           int64_t *out) noexcept nogil:
+    if t.kind == 1:
+        return token_subwords(<const uint8_t *>t.data, start, end, job, out)
+    if t.kind == 2:
+        return token_subwords(<const uint16_t *>t.data, start, end, job, out)
+    return token_subwords(<const uint32_t *>t.data, start, end, job, out)
+
+
 cdef int text_rows(Job *job, Scratch *sc, int64_t t, const int64_t **rows_out) noexcept nogil:
     """Rows of text t's in-vocabulary n-grams (per n, in window order) into the scratch; sets found[t] and
     total[t]. Returns -1 when a buffer cannot be grown."""
     cdef const int64_t *ids
-    cdef int64_t ntok, n, i, j, nk = 0, nf = 0, total = 0, row, w
+    cdef int64_t ntok, n, i, j, nk = 0, nf = 0, total = 0, row, w, nsub = 0
     cdef uint64_t key
-    cdef bint ok
+    cdef bint ok, subwords = job.sub_buckets > 0 and job.mode == MODE_TEXTS
+    job.subwords[t] = 0
+    sc.ngroups = 0
     if job.mode == MODE_ROWS:
         rows_out[0] = job.in_values + job.in_offsets[t]
         nf = job.in_offsets[t + 1] - job.in_offsets[t]
         job.found[t] = nf
         job.total[t] = nf
+        sc.nword = nf
         return 0
     if job.mode == MODE_TEXTS:
         if grow(sc, job.texts[t].length // 2 + 1, 0) < 0:
             return -1
-        ntok = scan_text(&job.texts[t], job.words, sc.ids, NULL)
+        ntok = scan_text(&job.texts[t], job.words, sc.ids, sc.bounds if subwords else NULL)
         ids = sc.ids
     else:
         ids = job.in_values + job.in_offsets[t]
@@ -405,24 +478,53 @@ cdef int text_rows(Job *job, Scratch *sc, int64_t t, const int64_t **rows_out) n
         if row >= 0:
             sc.rows[nf] = row
             nf += 1
+    sc.nword = nf
+    if subwords:
+        for i in range(ntok):
+            if job.sub_all or ids[i] < 0:
+                nsub += subword_count(job, sc.bounds[2 * i + 1] - sc.bounds[2 * i])
+        if grow(sc, 0, nf + nsub) < 0:
+            return -1
+        for i in range(ntok):
+            if job.sub_all or ids[i] < 0:
+                n = text_subwords(&job.texts[t], sc.bounds[2 * i], sc.bounds[2 * i + 1], job, sc.rows + nf)
+                if n > 0:
+                    sc.groups[sc.ngroups] = n
+                    sc.ngroups += 1
+                    nf += n
     job.found[t] = nf
     job.total[t] = total
+    job.subwords[t] = nsub
     rows_out[0] = sc.rows
     return 0
 
 
-cdef void pool_text(const Job *job, int64_t t, const int64_t *rows, int64_t nf) noexcept nogil:
+cdef void pool_text(const Job *job, int64_t t, const int64_t *rows, int64_t nf, const Scratch *sc) noexcept nogil:
+    """The text's mean: its word rows one unit each, then (spec v2) each token's subword rows averaged into
+    one unit (sdcore/spec.py, step 13); v1 texts have no groups, and this is the plain mean of v1."""
     cdef const Table *tb = job.table
     cdef float *acc = job.out + t * tb.dim
-    cdef int64_t i, j
+    cdef int64_t i, j, g, m, pos
     cdef float inv
     memset(acc, 0, tb.dim * sizeof(float))
-    for i in range(nf):
+    for i in range(sc.nword):
         if i + PREFETCH_AHEAD < nf:
             prefetch_row(tb, rows[i + PREFETCH_AHEAD])
         add_row(tb, rows[i], acc)
-    if nf > 0:
-        inv = 1.0 / <float>nf
+    pos = sc.nword
+    for g in range(sc.ngroups):
+        m = sc.groups[g]
+        memset(sc.tmp, 0, tb.dim * sizeof(float))
+        for i in range(pos, pos + m):
+            if i + PREFETCH_AHEAD < nf:
+                prefetch_row(tb, rows[i + PREFETCH_AHEAD])
+            add_row(tb, rows[i], sc.tmp)
+        inv = 1.0 / <float>m
+        for j in range(tb.dim):
+            acc[j] += sc.tmp[j] * inv
+        pos += m
+    if sc.nword + sc.ngroups > 0:
+        inv = 1.0 / <float>(sc.nword + sc.ngroups)
         for j in range(tb.dim):
             acc[j] *= inv
 
@@ -433,11 +535,15 @@ cdef void run_part(void *ctx, int part) noexcept nogil:
     cdef const int64_t *rows
     cdef int64_t t
     memset(&sc, 0, sizeof(Scratch))
+    sc.tmp = <float *>malloc((job.table.dim if job.table.dim > 0 else 1) * sizeof(float))
+    if sc.tmp == NULL:
+        job.failed = 1
+        return
     for t in range(job.bounds[part], job.bounds[part + 1]):
         if text_rows(job, &sc, t, &rows) < 0:
             job.failed = 1
             break
-        pool_text(job, t, rows, job.found[t])
+        pool_text(job, t, rows, job.found[t], &sc)
     release(&sc)
 
 
@@ -495,20 +601,38 @@ cdef class NgramIndex:
     cdef KeyTable kt
     cdef readonly int ngram_min
     cdef readonly int ngram_max
+    cdef readonly int sub_min
+    cdef readonly int sub_max
+    cdef readonly int64_t sub_buckets
+    cdef readonly bint sub_all
     cdef readonly int64_t vocab_size
     cdef readonly int64_t max_row
 
-    def __cinit__(self, list words, const uint64_t[::1] keys, const int64_t[::1] rows, int ngram_min, int ngram_max):
+    def __cinit__(self, list words, const uint64_t[::1] keys, const int64_t[::1] rows, int ngram_min, int ngram_max,
+                  int sub_min=0, int sub_max=0, int64_t sub_buckets=0, bint sub_all=False):
+        """``sub_buckets`` > 0: spec v2, the subwords of sub_min..sub_max code points (framed) of the unknown
+        tokens (every token with ``sub_all``) in rows vocab_size .. vocab_size + sub_buckets - 1."""
         memset(&self.wt, 0, sizeof(WordTable))
         memset(&self.kt, 0, sizeof(KeyTable))
         if not 1 <= ngram_min <= ngram_max:
             raise ValueError(f"n-gram range must satisfy 1 <= min <= max, got ({ngram_min}, {ngram_max})")
         if keys.shape[0] != rows.shape[0]:
             raise ValueError("vocabulary keys and rows differ in length")
+        if sub_buckets < 0 or (sub_buckets > 0 and not 1 <= sub_min <= sub_max):
+            raise ValueError(f"subwords need 1 <= min <= max and buckets >= 0, got ({sub_min}, {sub_max}), "
+                             f"{sub_buckets}")
         self.ngram_min = ngram_min
         self.ngram_max = ngram_max
+        self.sub_min = sub_min
+        self.sub_max = sub_max
+        self.sub_buckets = sub_buckets
+        self.sub_all = sub_all
         self._build_words(words)
         self._build_keys(keys, rows)
+        if sub_buckets > 0:
+            if self.max_row >= self.vocab_size:
+                raise ValueError("with subwords the vocabulary's rows must be 0..size - 1")
+            self.max_row = self.vocab_size + sub_buckets - 1
 
     cdef _build_words(self, list words):
         cdef int64_t n = len(words), i, nchars = 0, pos = 0, start, j
@@ -602,6 +726,11 @@ cdef class NgramIndex:
         job.keys = &self.kt
         job.ngram_min = self.ngram_min
         job.ngram_max = self.ngram_max
+        job.sub_min = self.sub_min
+        job.sub_max = self.sub_max
+        job.sub_buckets = <uint64_t>self.sub_buckets
+        job.sub_base = self.vocab_size
+        job.sub_all = self.sub_all
         job.mode = mode
         job.ntexts = ntexts
 
@@ -618,9 +747,10 @@ cdef class NgramIndex:
         return bounds[: 2 * count].reshape(count, 2), ids[:count]
 
     def featurize(self, list texts, const int64_t[::1] ids=None, const int64_t[::1] offsets=None):
-        """(rows, found, total) of a batch: every text's in-vocabulary rows, concatenated in text order
-        (per text: by n, then by window), its count of rows found and of all its n-grams. ``texts`` are
-        lowercased strs, or None with ``ids``/``offsets`` (word ids per text, tokenized in Python)."""
+        """(rows, found, total, subwords) of a batch: every text's rows, concatenated in text order (per
+        text: by n, then by window, then its subword rows), its count of rows, of all its word n-grams and
+        of its subword rows. ``texts`` are lowercased strs, or None with ``ids``/``offsets`` (word ids per
+        text, tokenized in Python: no subwords)."""
         cdef Job job
         cdef Scratch sc
         cdef int64_t n, t, used = 0, cap = 0
@@ -635,9 +765,10 @@ cdef class NgramIndex:
         self._job(&job, MODE_TEXTS if texts is not None else MODE_IDS, n)
         found = np.empty(n, dtype=np.int64)
         total = np.empty(n, dtype=np.int64)
-        cdef int64_t[::1] fv = found, tv = total
+        subwords = np.zeros(n, dtype=np.int64)
+        cdef int64_t[::1] fv = found, tv = total, sv = subwords
         if n == 0:
-            return np.empty(0, dtype=np.int64), found, total
+            return np.empty(0, dtype=np.int64), found, total, subwords
         if texts is not None:
             cost = np.empty(n, dtype=np.int64)
             prepared = prepare_texts(texts, &cost[0])
@@ -648,6 +779,7 @@ cdef class NgramIndex:
             job.in_offsets = &offsets[0]
         job.found = &fv[0]
         job.total = &tv[0]
+        job.subwords = &sv[0]
         memset(&sc, 0, sizeof(Scratch))
         with nogil:
             for t in range(n):
@@ -674,11 +806,11 @@ cdef class NgramIndex:
         if used > 0:
             memcpy(&rv[0], out_rows, used * sizeof(int64_t))
         free(out_rows)
-        return result, found, total
+        return result, found, total, subwords
 
     def pool(self, RowTable table, int threads=1, list texts=None, const int64_t[::1] values=None,
              const int64_t[::1] offsets=None, bint values_are_rows=False):
-        """(pooled float32 [texts, dim], found, total). Inputs: ``texts`` (lowercased strs), or ``values``
+        """(pooled float32 [texts, dim], found, total, subwords). Inputs: ``texts`` (lowercased strs), or ``values``
         + ``offsets``: word ids per text (a non-default token pattern) or, with ``values_are_rows``,
         embedding rows per text (pooling alone, for the benchmark's gather-only time)."""
         cdef Job job
@@ -696,10 +828,11 @@ cdef class NgramIndex:
         out = np.empty((n, table.dim), dtype=np.float32)
         found = np.empty(n, dtype=np.int64)
         total = np.empty(n, dtype=np.int64)
+        subwords = np.zeros(n, dtype=np.int64)
         if n == 0:
-            return out, found, total
+            return out, found, total, subwords
         cdef float[:, ::1] ov = out
-        cdef int64_t[::1] fv = found, tv = total
+        cdef int64_t[::1] fv = found, tv = total, sv = subwords
         cost_array = np.empty(n, dtype=np.int64)
         cdef int64_t[::1] cost = cost_array
         if mode == MODE_TEXTS:
@@ -717,6 +850,7 @@ cdef class NgramIndex:
         job.out = &ov[0, 0] if table.dim > 0 else NULL
         job.found = &fv[0]
         job.total = &tv[0]
+        job.subwords = &sv[0]
         try:
             with nogil:
                 parts = plan_parts(&job, threads, &cost[0])
@@ -725,7 +859,7 @@ cdef class NgramIndex:
             free(prepared)
         if job.failed:
             raise MemoryError("the n-gram kernel could not allocate its buffers")
-        return out, found, total
+        return out, found, total, subwords
 
 
 cdef _check_offsets(const int64_t[::1] values, const int64_t[::1] offsets):

@@ -11,7 +11,8 @@ How the kernel differs from the numpy path, and why it is exact: lowercasing sta
 (``str.lower`` is one C call per text and its special cases, like the final sigma, are its own), and
 the kernel then reads each str's code points directly (CPython's 1, 2 or 4 byte storage) with the same
 ``Py_UNICODE_ISALNUM`` table ``re`` uses. A non-default token pattern is tokenized with ``re`` in Python
-and only the rest (keys, lookup, pooling) runs compiled.
+and only the rest (keys, lookup, pooling) runs compiled. Spec v2's subwords are hashed in the kernel from
+the same code points (so v2 takes the kernel's own token patterns only, sdcore/spec.py step 14).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from sdcore.spec import FEATURIZER_SPEC
+from sdcore.coverage import coverage_of
+from sdcore.spec import COMPILED_PATTERNS, FEATURIZER_SPEC, SUBWORD_SPEC
 
 try:
     from sdcore import _ngram_kernel as _k
@@ -34,10 +37,9 @@ except ImportError as exc:  # pragma: no cover - a checkout whose extension was 
         "`python setup.py build_ext --inplace` in the repository"
     ) from exc
 
-# Token patterns the kernel tokenizes itself: scikit-learn's default and its equivalent forms
-# (sdcore.featurizer explains why ``\w\w+`` finds the same tokens).
-__all__ = ["COMPILED_PATTERNS", "FEATURIZER_SPEC", "KernelTable", "NgramKernel", "Pooled", "select_simd", "simd"]
-COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b", r"\w\w+", r"(?u)\w\w+"})
+# COMPILED_PATTERNS (sdcore/spec.py): the token patterns the kernel tokenizes itself.
+__all__ = ["COMPILED_PATTERNS", "FEATURIZER_SPEC", "SUBWORD_SPEC", "Featurized", "KernelTable", "NgramKernel",
+           "Pooled", "select_simd", "simd"]
 # Below this many code points per extra thread, one thread is faster (starting a thread costs about as
 # much as featurizing and pooling a few thousand characters).
 MIN_CHARS_PER_THREAD = 4096
@@ -89,31 +91,49 @@ class KernelTable:
         self.rows = int(self._table.rows)
 
 
+class Featurized(NamedTuple):
+    rows: IntArray  # every text's rows, concatenated in text order
+    found: IntArray  # [texts] rows of each text (repeats counted; subword rows included)
+    total: IntArray  # [texts] all word n-grams of the text
+    subwords: IntArray  # [texts] how many of ``found`` are subword rows (spec v2; zeros for v1)
+
+
 @dataclass(frozen=True)
 class Pooled:
     vectors: FloatArray  # [texts, dim]
-    found: IntArray  # [texts] rows found (repeats counted)
-    total: IntArray  # [texts] all n-grams of the text
+    found: IntArray  # [texts] rows pooled (repeats counted; subword rows included)
+    total: IntArray  # [texts] all word n-grams of the text
+    subwords: IntArray  # [texts] how many of ``found`` are subword rows (spec v2; zeros for v1)
+
+    @property
+    def words_found(self) -> IntArray:
+        return self.found - self.subwords
 
     @property
     def coverage(self) -> npt.NDArray[np.float64]:
-        total = self.total.astype(np.float64)
-        return np.divide(self.found, total, out=np.zeros_like(total), where=total > 0)
+        """Word n-grams found over all word n-grams (subword rows are not n-grams of the text)."""
+        return coverage_of(self.found, self.total, self.subwords)
 
 
 class NgramKernel:
     """A vocabulary in the kernel's hash tables; ``pool`` turns texts into pooled vectors."""
 
     def __init__(self, words: Sequence[str], sorted_keys: npt.NDArray[np.uint64], key_rows: IntArray, *,
-                 lowercase: bool, token_pattern: str, ngram_min: int, ngram_max: int) -> None:
+                 lowercase: bool, token_pattern: str, ngram_min: int, ngram_max: int, subword_min: int = 0,
+                 subword_max: int = 0, subword_buckets: int = 0, subword_all: bool = False) -> None:
+        """``subword_buckets`` > 0: spec v2 (``subword_all``: every token in scope, not only unknown ones)."""
         self.lowercase = lowercase
         self.token_pattern = token_pattern
         self.compiled_tokenizer = token_pattern in COMPILED_PATTERNS
+        if subword_buckets and not self.compiled_tokenizer:
+            raise ValueError(f"subwords need one of the kernel's token patterns, got {token_pattern!r}")
         self._index = _k.NgramIndex(list(words), np.ascontiguousarray(sorted_keys, dtype=np.uint64),
-                                    np.ascontiguousarray(key_rows, dtype=np.int64), ngram_min, ngram_max)
+                                    np.ascontiguousarray(key_rows, dtype=np.int64), ngram_min, ngram_max,
+                                    subword_min, subword_max, subword_buckets, subword_all)
         self._findall = None if self.compiled_tokenizer else re.compile(token_pattern).findall
         self._word_ids = None if self.compiled_tokenizer else {w: i for i, w in enumerate(words)}
         self.vocab_size = int(self._index.vocab_size)
+        self.table_rows = self.vocab_size + subword_buckets
 
     def _lowered(self, texts: Sequence[str]) -> list[str]:
         for i, text in enumerate(texts):
@@ -136,14 +156,15 @@ class NgramKernel:
             return 1
         return max(1, min(threads, sum(map(len, texts)) // MIN_CHARS_PER_THREAD))
 
-    def featurize(self, texts: Sequence[str]) -> tuple[IntArray, IntArray, IntArray]:
-        """(rows, found, total): the rows of every text's in-vocabulary n-grams, concatenated in text order
-        (within a text: by n, then by position, as ``NgramFeaturizer.occurrences`` orders them)."""
+    def featurize(self, texts: Sequence[str]) -> Featurized:
+        """The rows of every text's in-vocabulary n-grams (then its subword rows, spec v2), concatenated in
+        text order (within a text: by n, then by position, as ``NgramFeaturizer.occurrences`` orders them)."""
         lowered = self._lowered(texts)
         if self.compiled_tokenizer:
-            return self._index.featurize(lowered)
+            return Featurized(*self._index.featurize(lowered))
         ids, offsets = self._ids(lowered)
-        return self._index.featurize(None, ids, offsets)
+        return Featurized(*self._index.featurize(None, ids, offsets))
+
 
     def tokens(self, text: str) -> list[str]:
         """The kernel's own tokens of one text (lowercased first when the settings say so), for tests."""
@@ -168,10 +189,11 @@ class NgramKernel:
 
     def pool_rows(self, rows: IntArray, found: IntArray, table: KernelTable, threads: int = 1) -> FloatArray:
         """The pooling step alone, on rows already found (``featurize``'s output): what the gather and the
-        mean cost without tokenizing or looking anything up."""
+        mean cost without tokenizing or looking anything up. A plain mean: spec v2's weights of subword
+        rows are not in ``featurize``'s output, so for v2 it times the gather, not the model's vectors."""
         offsets = np.concatenate(([0], np.cumsum(found))).astype(np.int64)
         parts = 1 if threads <= 1 else max(1, min(threads, int(rows.size) // 1024))
-        vectors, _, _ = self._index.pool(table._table, parts, None, np.ascontiguousarray(rows, dtype=np.int64),
+        vectors, _, _, _ = self._index.pool(table._table, parts, None, np.ascontiguousarray(rows, dtype=np.int64),
                                          offsets, True)
         return vectors
 

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sdcore.cascade import CascadeSection
 from sdcore.errors import ProjectError
-from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer
-from sdcore.spec import FEATURIZER_SPEC
+from sdcore.featurizer import FeaturizerError, FeaturizerSettings, NgramFeaturizer
+from sdcore.spec import FEATURIZER_SPEC, SPECS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -91,19 +91,39 @@ class FeaturizerSpec(BaseModel):
     token_pattern: str
     ngram_min: int
     ngram_max: int
+    # Spec v2's subwords (sdcore/spec.py); a v1 manifest has none of these fields.
+    subword_min: int | None = None
+    subword_max: int | None = None
+    subword_buckets: int | None = None
+    subword_scope: str | None = None
     # Which featurizer made the model (sdcore/spec.py). Manifests written before it was recorded were
-    # made by this same one, hence the default.
+    # made by v1, hence the default.
     spec: str = FEATURIZER_SPEC
 
     @field_validator("spec")
     @classmethod
     def _known_spec(cls, value: str) -> str:
-        if value != FEATURIZER_SPEC:
-            raise ValueError(f"made by featurizer {value!r}; this code implements {FEATURIZER_SPEC!r}")
+        if value not in SPECS:
+            raise ValueError(f"made by featurizer {value!r}; this code implements {' and '.join(SPECS)}")
         return value
 
+    @model_validator(mode="after")
+    def _settings_follow_the_spec(self) -> FeaturizerSpec:
+        try:
+            settings = self.settings()
+        except FeaturizerError as exc:
+            raise ValueError(str(exc)) from exc
+        if settings.spec != self.spec:
+            raise ValueError(f"spec {self.spec!r} with settings of {settings.spec!r} (subword_buckets "
+                             f"{settings.subword_buckets})")
+        return self
+
     def settings(self) -> FeaturizerSettings:
-        return FeaturizerSettings(**self.model_dump(exclude={"spec"}))
+        return FeaturizerSettings.from_dict(self.model_dump(exclude={"spec"}, exclude_none=True))
+
+    @classmethod
+    def of(cls, settings: FeaturizerSettings) -> FeaturizerSpec:
+        return cls(**settings.to_dict(), spec=settings.spec)
 
 
 class StudentManifest(BaseModel):
@@ -125,6 +145,11 @@ class StudentManifest(BaseModel):
     router: FileEntry | None = None  # router.json, the learned cascade router (sdcore/router.py)
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: str
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of the embedding table: the vocabulary's n-grams (``vocab_size``), plus v2's subword buckets."""
+        return self.featurizer.settings().table_rows(self.vocab_size)
 
 
 class TeacherManifest(BaseModel):
@@ -209,8 +234,10 @@ def verify_student(root: Path, manifest: StudentManifest, checksum: bool = True)
         if shard.row_start != expected or shard.row_end <= shard.row_start:
             raise ModelFormatError(root / shard.path, "shard row ranges are not contiguous")
         expected = shard.row_end
-    if expected != manifest.vocab_size:
-        raise ModelFormatError(root / MANIFEST, f"shards cover {expected} rows, vocab_size is {manifest.vocab_size}")
+    if expected != manifest.table_rows:
+        raise ModelFormatError(root / MANIFEST, f"shards cover {expected} rows, the table has {manifest.table_rows} "
+                               f"(vocab_size {manifest.vocab_size} + {manifest.table_rows - manifest.vocab_size} "
+                               "subword buckets)")
 
 
 def verify_teacher(root: Path, manifest: TeacherManifest, checksum: bool = True) -> None:

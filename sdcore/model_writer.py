@@ -91,6 +91,25 @@ def write_pruned_vocabulary(vocab_dir: Path, out: Path, keep: int) -> list[str]:
     return write_vocabulary(out, words, keys, np.arange(len(ngrams), dtype=np.int64), ngrams)
 
 
+class KeptRows:
+    """The rows an export keeps of a table: the first ``keep`` vocabulary rows, then the ``tail`` rows
+    after the vocabulary's ``vocab_size`` (spec v2's subword buckets), as one contiguous RowSource."""
+
+    def __init__(self, table: RowSource, keep: int, vocab_size: int, tail: int) -> None:
+        self.table, self.keep, self.vocab_size, self.tail = table, keep, vocab_size, tail
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.keep + self.tail, *self.table.shape[1:])
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        head = self.table.rows(start, min(end, self.keep)) if start < self.keep else None
+        lo, hi = max(start, self.keep) - self.keep, max(end, self.keep) - self.keep
+        tail = self.table.rows(self.vocab_size + lo, self.vocab_size + hi) if hi > lo else None
+        parts = [b for b in (head, tail) if b is not None]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/shard-{index:05d}.npy"
 
@@ -142,18 +161,22 @@ def write_student(
     """A whole student folder, assembled in a temporary sibling and renamed into place.
 
     ``prune_top_k`` > 0 keeps the K most frequent n-grams (rows are numbered by corpus frequency), as
-    the paper's pruning ablation does after training. ``write_head(path)`` writes ``head.onnx``.
+    the paper's pruning ablation does after training; spec v2's subword rows (the table's last
+    ``settings.subword_buckets``) are always kept. ``write_head(path)`` writes ``head.onnx``.
     """
-    vocab_size, dim = int(table.shape[0]), int(table.shape[1])
+    buckets, dim = settings.subword_buckets, int(table.shape[1])
+    vocab_size = int(table.shape[0]) - buckets
+    if vocab_size < 0:
+        raise ValueError(f"a table of {table.shape[0]} rows cannot hold {buckets} subword buckets")
     keep = min(prune_top_k, vocab_size) if prune_top_k > 0 else vocab_size
     with atomic_dir(out_dir) as tmp:
         vocab_files = write_pruned_vocabulary(vocab_dir, tmp, keep)
-        shards = write_shards(tmp, table, keep, dtype, shard_rows)
+        shards = write_shards(tmp, KeptRows(table, keep, vocab_size, buckets), keep + buckets, dtype, shard_rows)
         write_head(tmp / HEAD_FILE)
         manifest = StudentManifest(
             name=name,
             labels=labels,
-            featurizer=FeaturizerSpec(**settings.to_dict()),
+            featurizer=FeaturizerSpec.of(settings),
             vocab_size=keep,
             embedding_dim=dim,
             hidden_dim=hidden_dim,

@@ -1,7 +1,9 @@
-"""The featurizer spec: how text becomes n-gram keys, rows and a pooled vector (``FEATURIZER_SPEC``).
+"""The featurizer specs: how text becomes n-gram keys, rows and a pooled vector (``FEATURIZER_SPEC``,
+``SUBWORD_SPEC``).
 
 A student's manifest records the spec of the featurizer that made it (``featurizer.spec``); a loader
-refuses a spec it does not implement. ``sdcore.featurizer`` (numpy, the reference) and
+refuses a spec it does not implement. Settings with ``subword_buckets == 0`` are v1; any other are
+v2. ``sdcore.featurizer`` (numpy, the reference) and
 ``sdcore.kernel`` (compiled) both implement it; tests/unit/test_kernel_parity.py holds them to it.
 Change anything below and the spec needs a new name: old models would otherwise be served wrong ids.
 
@@ -25,6 +27,40 @@ Spec ``sd-ngram-v1``:
 7. Pooling: the mean of the rows found, repeats counted, accumulated in float32 (an int8 row is its
    int8 values times its float32 scale); a text with no row found pools to zeros. Coverage is rows
    found over all n-grams of the text (known or not).
+
+Spec ``sd-ngram-v2``: v1's steps 1-6 unchanged (the vocabulary rows stay exact), plus hashed subword
+rows for the words the vocabulary does not know, fastText's answer to unknown words:
+
+8. Scope: each token of step 2, in token order, that is unknown (not in ``words.txt``) when
+   ``subword_scope`` is ``"unknown"`` (the default), or every token when it is ``"all"``.
+9. Subwords of a token in scope: its code points framed by two boundary marks, ``0x110000`` before and
+   ``0x110001`` after (past the last Unicode code point, so no text can hold them); for n in
+   ``subword_min..subword_max``, every window of n consecutive values of that sequence, by n, then start.
+   So "cat" with 3..4 gives ``<ca``, ``cat``, ``at>``, ``<cat``, ``cat>`` (``<`` and ``>`` the marks).
+10. Key of a subword of values c1..cn: as step 5, over ``c + 1`` instead of ``w + 1``, from the seed
+    ``(n * 0x9E3779B97F4A7C15) ^ 0x5D5D5D5D5D5D5D5D``. Known values: subword_key("<ca") =
+    0xB73967F8074FF07C (checked in tests/unit/test_subwords.py).
+11. Row: ``vocab_size + key % subword_buckets``, where ``vocab_size`` counts the vocabulary's n-grams
+    (whose rows are 0..vocab_size - 1): the table has ``vocab_size + subword_buckets`` rows.
+12. A text's rows: its word n-gram rows (v1's order), then its subword rows, token by token.
+13. Pooling: each token in scope counts as one unit, the mean of its subword rows (as fastText makes a
+    word's vector from its character n-grams), beside the word n-gram rows found, one unit each:
+    ``pooled = (sum of word rows + sum over tokens of mean of the token's subword rows) / units``, with
+    ``units`` = word rows found + tokens in scope with a subword; zeros when there is none. So a row of a token with m
+    subwords weighs 1/m: an unknown word weighs what a known one does, however long it is.
+14. Token pattern: the kernel's own (the default and its equivalent forms, ``COMPILED_PATTERNS``); subwords
+    are made from the code points the kernel scans.
+
+Coverage stays word n-grams found over all word n-grams, so it means the same for v1 and v2 models.
 """
 
 FEATURIZER_SPEC = "sd-ngram-v1"
+SUBWORD_SPEC = "sd-ngram-v2"
+SPECS = (FEATURIZER_SPEC, SUBWORD_SPEC)
+# Token patterns the kernel tokenizes itself: scikit-learn's default and its equivalent forms
+# (sdcore.featurizer explains why ``\w\w+`` finds the same tokens); v2 needs one of them (step 14).
+COMPILED_PATTERNS = frozenset({r"(?u)\b\w\w+\b", r"\b\w\w+\b", r"\w\w+", r"(?u)\w\w+"})
+# Step 9's boundary marks and step 10's seed.
+SUBWORD_BEGIN = 0x110000
+SUBWORD_END = 0x110001
+SUBWORD_SEED = 0x5D5D5D5D5D5D5D5D

@@ -115,12 +115,32 @@ class VocabConfig(Section):
     token_pattern: str = DEFAULT_TOKEN_PATTERN
     ngram_min: Positive = 1
     ngram_max: Positive = 4
+    # Hashed subword rows for unknown words (featurizer spec v2, sdcore/spec.py): the character n-grams of
+    # subword_min..subword_max code points (with word boundary marks) of each word in subword_scope
+    # ("unknown": words outside the vocabulary; "all": every word), hashed into subword_buckets extra rows
+    # of the table. 0 buckets (the default) = spec v1, word n-grams only (reports/subwords.md).
+    subword_buckets: NonNegative = 0
+    subword_min: Positive = 3
+    subword_max: Positive = 5
+    subword_scope: Literal["unknown", "all"] = "unknown"
     chunk_texts: Positive = 20_000  # texts counted in memory at once
     partitions: Positive = 16  # spill files on disk, chosen by n-gram key
     memory_mb: PositiveFloat = 256.0  # the most one spill reduction holds in memory (split further if larger)
 
     def featurizer_settings(self) -> FeaturizerSettings:
-        return FeaturizerSettings(self.lowercase, self.token_pattern, self.ngram_min, self.ngram_max)
+        return FeaturizerSettings(self.lowercase, self.token_pattern, self.ngram_min, self.ngram_max,
+                                  self.subword_min, self.subword_max, self.subword_buckets, self.subword_scope)
+
+    def counting_settings(self) -> dict[str, Any]:
+        """What the vocabulary depends on: this section less the subword settings, which change the
+        features and the table but not which n-grams are counted."""
+        return self.model_dump(exclude={"subword_buckets", "subword_min", "subword_max", "subword_scope"})
+
+    def subword_settings(self) -> dict[str, Any]:
+        """The subword settings when they are on (they add to the features' fingerprint), else nothing."""
+        if not self.subword_buckets:
+            return {}
+        return {k: getattr(self, k) for k in ("subword_buckets", "subword_min", "subword_max", "subword_scope")}
 
     @model_validator(mode="after")
     def _featurizer_is_usable(self) -> VocabConfig:

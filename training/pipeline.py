@@ -82,7 +82,13 @@ def step_label(config: RunConfig) -> None:
 
 def vocab_key(config: RunConfig) -> str:
     corpus = [config.distill.corpus_texts] if config.distill.corpus_texts else []  # old keys stay valid
-    return fingerprint(config.vocab, config.data, *corpus)
+    return fingerprint(config.vocab.counting_settings(), config.data, *corpus)
+
+
+def features_key(config: RunConfig) -> str:
+    """What the featurized corpus (and every student) depends on: the vocabulary, and its subwords if on."""
+    subwords = config.vocab.subword_settings()
+    return fingerprint(vocab_key(config), subwords) if subwords else vocab_key(config)
 
 
 def step_vocab(config: RunConfig) -> None:
@@ -121,7 +127,7 @@ def step_features(config: RunConfig) -> None:
 
     folder = config.run_folder
     vocab = folder.require("vocab")
-    key = vocab_key(config)
+    key = features_key(config)
     if is_done(folder.features, key):
         return
     featurizer = load_vocab_featurizer(vocab, config.vocab.featurizer_settings())
@@ -138,7 +144,7 @@ def student_inputs_key(config: RunConfig, name: str) -> str:
     """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels,
     for FT the distilled weights it starts from."""
     folder = config.run_folder
-    base = [vocab_key(config), config.student, config.seed]
+    base = [features_key(config), config.student, config.seed]
     if name == "kd":
         if config.distill.router_holdout:  # the slice left out (none: the key of a run without the option)
             base.append([config.distill.router_holdout, config.distill.router_holdout_max])
@@ -165,7 +171,7 @@ def step_kd(config: RunConfig) -> TrainResult:
     split = corpus_split(config)  # the router's slice stays out of distillation
     note(f"[kd] {split.kd.size} corpus texts; {split.holdout.size} held out for the cascade router"
          + (f", {split.windows_dropped} windows of them dropped" if split.windows_dropped else ""))
-    kept = select_bags(store.rows, store.offsets, split.kd)
+    kept = select_bags(store.rows, store.offsets, split.kd, store.weights)
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill
@@ -174,7 +180,7 @@ def step_kd(config: RunConfig) -> TrainResult:
         warmup_ratio=d.warmup_ratio, temperature=d.temperature, feature_dropout=config.student.feature_dropout,
         seed=config.seed, checkpoint_every=d.checkpoint_every,
     )
-    source = BagSource(kept.rows, np.append(kept.offsets, kept.rows.size), logits[split.kd])
+    source = BagSource(kept.rows, np.append(kept.offsets, kept.rows.size), logits[split.kd], kept.weights)
     return train_student(model, spec, source, dev_bags, dev_labels, folder.student, "kd",
                          student_inputs_key(config, "kd"))
 

@@ -36,7 +36,8 @@ class TextExplanation(BaseModel):
     scores: dict[str, float] = Field(description="Probability of every label.")
     coverage: float = Field(description="Share of the text's n-grams found in the vocabulary.")
     ngrams_found: int = Field(description="In-vocabulary n-grams of the text, with repeats.")
-    distinct_ngrams: int = Field(description="Distinct in-vocabulary n-grams, each of which was left out once.")
+    distinct_ngrams: int = Field(description="Distinct in-vocabulary n-grams, each of which was left out once; for a "
+                                 "subword model, each unknown word's subword group too.")
     ngrams: list[NgramEffect] = Field(
         description="The top_n n-grams by the size of their effect on the predicted label, largest first."
     )

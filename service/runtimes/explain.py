@@ -21,6 +21,12 @@ offsets in the (lowercased) text, mapped back here to the original text where lo
 length (e.g. "İ" lowers to two code points). An n-gram's span runs from its first
 token's start to its last token's end; a repeated n-gram has one span per occurrence.
 
+With subwords (spec v2), each occurrence of an unknown word is one unit of the mean, the mean of its
+subword rows (sdcore/spec.py, step 13); the word (every occurrence of it) is left out as one feature named
+``word (subwords)``: a single hashed character n-gram means little to a reader, and its bucket is shared
+with others. The same subtraction holds for any group of units: ``pooled_without_G = (sum - sum_G) /
+(n - |G|)``, with ``n`` the text's units.
+
 Sums are kept in float64 and cast to float32 for the head, so a leave-one-out vector does not lose bits
 to cancellation. A runtime knows nothing of HTTP: the route (service/api/routes/explain.py) shapes this.
 """
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, Tokenizer, mix_keys
+from sdcore.featurizer import FeaturizerSettings, NgramFeaturizer, Tokenizer, mix_keys, subword_rows
 from service.runtimes.onnx_session import softmax
 from service.runtimes.student import StudentRuntime
 
@@ -42,6 +48,7 @@ IntArray = npt.NDArray[np.int64]
 
 HEAD_ROWS = 8192  # leave-one-out vectors per head call: 32 MB of float32 at 1,000-d
 MAX_TOP_N = 100
+SUBWORD_SUFFIX = " (subwords)"  # how a word's subword group is named among the n-grams
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,15 @@ def token_spans(text: str, settings: FeaturizerSettings) -> TokenSpans:
 
 
 @dataclass(frozen=True)
+class SubwordGroup:
+    """The subword rows of one distinct word of a text (all its occurrences), left out together."""
+
+    token: str
+    rows: IntArray  # the subword rows of one occurrence (every occurrence has the same)
+    positions: IntArray  # the token's occurrences (indexes into the text's tokens)
+
+
+@dataclass(frozen=True)
 class TextNgrams:
     """A text's in-vocabulary n-gram occurrences, grouped by distinct table row."""
 
@@ -80,6 +96,7 @@ class TextNgrams:
     occurrence_first: IntArray  # per occurrence: its first token
     occurrence_n: IntArray  # per occurrence: its length in tokens
     total: int  # all n-grams of the text, in the vocabulary or not (coverage's denominator)
+    subwords: list[SubwordGroup]  # spec v2: one per distinct token in the subword scope (none for v1)
 
     @property
     def found(self) -> int:
@@ -135,7 +152,28 @@ def text_ngrams(text: str, featurizer: NgramFeaturizer) -> TextNgrams:
     return TextNgrams(
         spans, distinct.astype(np.int64), counts.astype(np.int64), group.reshape(-1).astype(np.int64),
         np.concatenate(firsts) if firsts else empty, np.concatenate(lengths) if lengths else empty, total,
+        text_subwords(spans.tokens, valid, featurizer),
     )
+
+
+def text_subwords(tokens: list[str], known: npt.NDArray[np.bool_], featurizer: NgramFeaturizer) -> list[SubwordGroup]:
+    """Spec v2's steps 8-11 on one text's tokens: the subword rows of each distinct token in scope."""
+    s = featurizer.settings
+    if not s.subwords:
+        return []
+    scope = ~known if s.subword_scope == "unknown" else np.ones(len(tokens), dtype=bool)
+    positions: dict[str, list[int]] = {}
+    for i in np.flatnonzero(scope):
+        positions.setdefault(tokens[int(i)], []).append(int(i))
+    distinct = list(positions)
+    owner, rows = subword_rows(distinct, s, featurizer.vocab_size)
+    bounds = np.searchsorted(owner, np.arange(len(distinct) + 1))
+    out: list[SubwordGroup] = []
+    for j, token in enumerate(distinct):
+        if bounds[j + 1] > bounds[j]:  # a token without a subword is no unit of the mean
+            where = np.asarray(positions[token], dtype=np.int64)
+            out.append(SubwordGroup(token, rows[bounds[j] : bounds[j + 1]], where))
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,7 +189,9 @@ class Explanation:
     probabilities: FloatArray  # [labels], the text's own
     coverage: float
     ngrams_found: int
-    distinct_ngrams: int  # in-vocabulary n-grams considered (the effects are the top ``top_n`` of them)
+    # features left out one at a time: distinct in-vocabulary n-grams, and (spec v2) each unknown word's
+    # subword group; the effects are the top ``top_n`` of them
+    distinct_ngrams: int
     effects: list[NgramEffect]
 
     @property
@@ -159,20 +199,38 @@ class Explanation:
         return int(np.argmax(self.probabilities))
 
 
-def leave_one_out(vectors: npt.NDArray[np.float32], counts: IntArray) -> npt.NDArray[np.float32]:
-    """[1 + k, dim]: the text's pooled vector, then the text without each distinct row j (all its
-    ``counts[j]`` occurrences) pooled; ``vectors`` holds the k distinct rows as float32."""
-    dim = vectors.shape[1]
+def leave_one_out(sums: npt.NDArray[np.float64], counts: IntArray) -> npt.NDArray[np.float32]:
+    """[1 + k, dim]: the text's pooled vector, then the text without each group j of its rows pooled;
+    the k groups split the text's rows, ``sums[j]`` is the sum of group j's ``counts[j]`` rows."""
+    dim = sums.shape[1]
     if counts.size == 0:
         return np.zeros((1, dim), dtype=np.float32)
-    rows = vectors.astype(np.float64)
     weights = counts.astype(np.float64)
-    total = rows.T @ weights  # [dim]: sum over occurrences
+    total = sums.sum(axis=0)  # [dim]: sum over all rows
     n = weights.sum()
-    rest = n - weights  # occurrences left when row j is left out
-    without = (total[None, :] - weights[:, None] * rows) / np.maximum(rest, 1.0)[:, None]
+    rest = n - weights  # rows left when group j is left out
+    without = (total[None, :] - sums) / np.maximum(rest, 1.0)[:, None]
     without[rest == 0] = 0.0  # nothing left: pools to zeros (the spec's empty text)
     return np.vstack([total[None, :] / n, without]).astype(np.float32)
+
+
+def group_sums(runtime: StudentRuntime, g: TextNgrams) -> tuple[npt.NDArray[np.float64], IntArray]:
+    """The sum and unit count of each group of a text's units: its distinct n-grams (one unit a row), then
+    its unknown words (one unit an occurrence: the mean of the word's subword rows)."""
+    every = np.concatenate([g.rows, *(sub.rows for sub in g.subwords)]).astype(np.int64)
+    distinct, inverse = np.unique(every, return_inverse=True)
+    vectors = np.empty((distinct.size, runtime.table.dim), dtype=np.float32)
+    runtime.table.gather_into(distinct, vectors)
+    rows = vectors.astype(np.float64)[inverse.reshape(-1)]
+    sums = np.empty((g.rows.size + len(g.subwords), runtime.table.dim), dtype=np.float64)
+    sums[: g.rows.size] = rows[: g.rows.size] * g.counts[:, None]
+    counts = [g.counts]
+    start = g.rows.size
+    for j, sub in enumerate(g.subwords):
+        sums[g.rows.size + j] = rows[start : start + sub.rows.size].mean(axis=0) * sub.positions.size
+        counts.append(np.array([sub.positions.size], dtype=np.int64))
+        start += sub.rows.size
+    return sums, np.concatenate(counts)
 
 
 def explain(runtime: StudentRuntime, texts: Sequence[str], top_n: int = 10) -> list[Explanation]:
@@ -183,9 +241,7 @@ def explain(runtime: StudentRuntime, texts: Sequence[str], top_n: int = 10) -> l
     probs: list[FloatArray] = []  # per text: [1 + distinct n-grams, labels]
     pending: list[FloatArray] = []  # vectors not yet through the head: memory stays near HEAD_ROWS rows
     for i, g in enumerate(grams):
-        vectors = np.empty((g.rows.size, runtime.table.dim), dtype=np.float32)
-        runtime.table.gather_into(g.rows, vectors)
-        pending.append(leave_one_out(vectors, g.counts))
+        pending.append(leave_one_out(*group_sums(runtime, g)))
         if i == len(grams) - 1 or sum(b.shape[0] for b in pending) >= HEAD_ROWS:
             probs += split_rows(head_probabilities(runtime, pending), [b.shape[0] for b in pending])
             pending = []
@@ -194,10 +250,18 @@ def explain(runtime: StudentRuntime, texts: Sequence[str], top_n: int = 10) -> l
         base, deltas = p[0], p[0][None, :] - p[1:]
         predicted = int(np.argmax(base))
         order = np.argsort(-np.abs(deltas[:, predicted]), kind="stable")[:top_n]
-        effects = [NgramEffect(g.surface(int(j)), int(g.counts[j]), g.char_spans(int(j)), deltas[j])
-                   for j in order]
-        out.append(Explanation(base, g.coverage, g.found, int(g.rows.size), effects))
+        effects = [effect_of(g, int(j), deltas[j]) for j in order]
+        out.append(Explanation(base, g.coverage, g.found, int(g.rows.size) + len(g.subwords), effects))
     return out
+
+
+def effect_of(g: TextNgrams, group: int, deltas: FloatArray) -> NgramEffect:
+    """Group ``group`` of ``group_sums``' order: a distinct n-gram, or past them a word's subword group."""
+    if group < g.rows.size:
+        return NgramEffect(g.surface(group), int(g.counts[group]), g.char_spans(group), deltas)
+    sub = g.subwords[group - g.rows.size]
+    spans = sorted((int(g.spans.starts[p]), int(g.spans.ends[p])) for p in sub.positions)
+    return NgramEffect(sub.token + SUBWORD_SUFFIX, int(sub.positions.size), spans, deltas)
 
 
 def split_rows(array: FloatArray, sizes: list[int]) -> list[FloatArray]:

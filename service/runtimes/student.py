@@ -62,7 +62,11 @@ class PoolCounts(Protocol):
     """What pooling reports per text besides the vectors (``NgramOccurrences`` or the kernel's ``Pooled``)."""
 
     @property
-    def found(self) -> npt.NDArray[np.int64]: ...
+    def found(self) -> npt.NDArray[np.int64]: ...  # rows pooled, subword rows included
+
+    @property
+    def words_found(self) -> npt.NDArray[np.int64]: ...  # word n-grams found
+
 
     @property
     def total(self) -> npt.NDArray[np.int64]: ...
@@ -160,7 +164,11 @@ def mean_pool(occ: NgramOccurrences, table: EmbeddingTable, chunk_rows: int = PO
     distinct = sorted_rows[firsts]
     column_starts = np.append(firsts, sorted_rows.size)  # CSC indptr: column j = distinct row j
     texts = occ.text_index[order].astype(np.int32)
-    weights = (1.0 / np.maximum(occ.found, 1).astype(np.float32))[texts]
+    if occ.weights is None:
+        weights = (1.0 / np.maximum(occ.found, 1).astype(np.float32))[texts]
+    else:  # spec v2: a subword row weighs 1/m of its token's unit (sdcore/spec.py, step 13)
+        units = np.maximum(occ.units, 1e-30).astype(np.float32)
+        weights = occ.weights[order] / units[texts]
     # A (text, row) pair that occurs k times is k entries, which the product sums: the count weighting.
     block = np.empty((min(chunk_rows, distinct.size), table.dim), dtype=np.float32)
     for lo in range(0, distinct.size, chunk_rows):
@@ -254,7 +262,7 @@ class StudentRuntime:
             return Predictions(empty, np.zeros(0), np.zeros(0, dtype=np.int64), empty, np.zeros(0, dtype=np.int64))
         pooled, occ = self.pool(texts)
         logits = self.logits(pooled)
-        return Predictions(softmax(logits), occ.coverage, occ.found, logits, occ.total)
+        return Predictions(softmax(logits), occ.coverage, occ.words_found, logits, occ.total)
 
 
 def student_facts(root: Path, m: StudentManifest) -> ModelFacts:

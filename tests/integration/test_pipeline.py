@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sdcore.router import RouterPolicy
+from service.runtimes.contract import RuntimeOptions
 from service.runtimes.student import StudentRuntime
 from service.runtimes.teacher import TeacherRuntime
 from training.config import RunConfig, config_from_dict
@@ -193,3 +194,42 @@ def test_int8_report_reexports_the_student_and_scores_it(tiny_run: RunConfig, tm
     assert 0.0 <= fasttext["quantized"]["test_acc"] <= 1.0
     assert (tmp_path / "int8.md").read_text().startswith("# int8 table")
     assert json.loads((tmp_path / "int8.json").read_text())["comparison"] == report["comparison"]
+
+
+def test_a_subword_run_reuses_the_labels_and_trains_serves_and_explains_v2(tiny_run: RunConfig,
+                                                                          tmp_path: Path) -> None:
+    """Spec v2 through every student step (features, KD, FT, scratch, export, evaluate) on the tiny run's
+    own teacher labels: the table has the buckets, training ids are serving ids, the kernel answers as
+    the numpy path does, and an unknown word moves the answer."""
+    from service.runtimes.explain import SUBWORD_SUFFIX, explain
+
+    data = tiny_run.model_dump(mode="json")
+    data.update(name="tiny-subwords", workdir=str(tmp_path / "run"), reuse_teacher_run=str(tiny_run.run_dir))
+    data["vocab"] |= {"subword_buckets": 3001, "subword_min": 3, "subword_max": 5}
+    data["distill"]["router_holdout"] = 0.0
+    data["evaluate"]["report"] = str(tmp_path / "accuracy-subwords")
+    data["evaluate"]["cascade_report"] = str(tmp_path / "cascade-subwords")
+    config = config_from_dict(data, "tiny-subwords")
+    run_steps(config, list(STEPS))
+    assert (config.run_dir / "vocab").resolve() != (tiny_run.run_dir / "vocab").resolve()
+    student = StudentRuntime.load(config.student_dir)
+    manifest = student.manifest
+    assert manifest.featurizer.spec == "sd-ngram-v2"
+    assert manifest.table_rows == manifest.vocab_size + 3001 == sum(s.row_end - s.row_start for s in manifest.shards)
+    store = open_features(config.run_dir / "features")
+    texts = next(iter_corpus(config.run_dir, 300))
+    for i, rows in enumerate(student.featurizer.rows_per_text(texts)):
+        np.testing.assert_array_equal(rows, np.asarray(store.rows[store.offsets[i] : store.offsets[i + 1]]))
+    assert int(store.rows.max()) >= manifest.vocab_size  # subword rows were trained
+    numpy_path = StudentRuntime.load(config.student_dir, RuntimeOptions(backend="numpy"))
+    probe = ["a sharp , funny and moving film", "an unwatchabel mess , borringly overlong", "qzxv"]
+    kernel_answer, numpy_answer = student.predict(probe), numpy_path.predict(probe)
+    np.testing.assert_allclose(kernel_answer.probabilities, numpy_answer.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(kernel_answer.coverage, numpy_answer.coverage)
+    assert kernel_answer.coverage[2] == 0.0 and kernel_answer.ngrams_found is not None
+    assert kernel_answer.ngrams_found[2] == 0  # no word n-gram; its subwords still pool to a vector
+    assert student.pool(["qzxv"])[0].any()
+    groups = [g.ngram for g in explain(student, ["qzxv film"], top_n=10)[0].effects]
+    assert "qzxv" + SUBWORD_SUFFIX in groups
+    report = json.loads((tmp_path / "accuracy-subwords.json").read_text())
+    assert report["dan_kd_ft"]["test_acc"] > 0.0

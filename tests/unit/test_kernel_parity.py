@@ -1,9 +1,10 @@
 """The compiled kernel (sdcore.kernel) against the numpy reference (sdcore.featurizer + mean_pool).
 
-Identical rows, found and total counts for the same texts; pooled vectors within float32 rounding; over
-the whole MR corpus (sentences and review lines) and over inputs chosen to break a tokenizer: emoji,
-CJK, right-to-left scripts, combining marks, NUL, lone surrogates, case mappings that change length, a
-20,000-character text and empty texts. The word-character test covers every Unicode code point.
+Identical rows, found, total and subword counts for the same texts, for spec v1 and v2 (subwords);
+pooled vectors within float32 rounding; over the whole MR corpus (sentences and review lines) and over
+inputs chosen to break a tokenizer: emoji, CJK, right-to-left scripts, combining marks, NUL, lone
+surrogates, case mappings that change length, a 20,000-character text and empty texts. The
+word-character test covers every Unicode code point.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def build(settings: FeaturizerSettings, vocab_texts: Sequence[str], every: int =
 
 def assert_same_rows(featurizer: NgramFeaturizer, texts: Sequence[str]) -> None:
     occ = featurizer.occurrences(texts)
-    rows, found, total = featurizer.kernel().featurize(texts)
+    rows, found, total, subwords = featurizer.kernel().featurize(texts)
     np.testing.assert_array_equal(found, occ.found)
     np.testing.assert_array_equal(total, occ.total)
+    np.testing.assert_array_equal(subwords, np.zeros(len(texts)) if occ.subwords is None else occ.subwords)
     np.testing.assert_array_equal(rows, occ.rows)  # same order too: by text, then n, then position
 
 
@@ -153,7 +155,7 @@ def test_the_kernel_makes_the_spec_keys() -> None:
     order = np.argsort(keys)
     kernel = sk.NgramKernel(words, keys[order], np.arange(4, dtype=np.int64)[order], lowercase=True,
                             token_pattern=r"(?u)\b\w\w+\b", ngram_min=1, ngram_max=4)
-    rows, found, total = kernel.featurize(["AA bb cc dd"])
+    rows, found, total, _ = kernel.featurize(["AA bb cc dd"])
     assert sorted(rows.tolist()) == [0, 1, 2, 3]
     assert found.tolist() == [4] and total.tolist() == [4 + 3 + 2 + 1]
 
@@ -280,7 +282,7 @@ def test_pool_rows_is_the_pooling_step_alone(mr_featurizer: NgramFeaturizer, mr_
     table = kernel_table(random_table(mr_featurizer.vocab_size, 16, "float16", 7000))
     texts = mr_texts[:300]
     kernel = mr_featurizer.kernel()
-    rows, found, _ = kernel.featurize(texts)
+    rows, found, _, _ = kernel.featurize(texts)
     np.testing.assert_array_equal(kernel.pool_rows(rows, found, table, threads=2), kernel.pool(texts, table).vectors)
     with pytest.raises(ValueError, match="rows must lie"):
         kernel.pool_rows(np.array([table.rows]), np.array([1]), table)
@@ -342,3 +344,108 @@ def test_the_gil_is_released_for_the_whole_batch(mr_featurizer: NgramFeaturizer)
     # the call), only for the short conversions before and after it.
     gaps = np.diff([window[0], *inside, window[1]])
     assert gaps.max() < 0.5 * (window[1] - window[0]), f"longest main-thread pause {gaps.max():.3f} s"
+
+
+# --- spec v2: subwords ----------------------------------------------------------------------------------
+
+SUBWORDS = FeaturizerSettings(subword_buckets=20_011, subword_min=2, subword_max=6)
+
+
+@pytest.fixture(scope="module")
+def mr_subword_featurizer(mr_task: TaskData) -> NgramFeaturizer:
+    """MR's vocabulary (every other n-gram, so plenty of unknown words) with 20,011 subword buckets."""
+    featurizer, _ = build(SUBWORDS, [*mr_task.train.texts, *ODD_TEXTS, long_text()], every=2)
+    return featurizer
+
+
+def test_subword_rows_equal_the_reference_over_the_mr_corpus(mr_subword_featurizer: NgramFeaturizer,
+                                                             mr_texts: list[str]) -> None:
+    subwords = 0
+    for start in range(0, len(mr_texts), 5000):
+        batch = mr_texts[start : start + 5000]
+        assert_same_rows(mr_subword_featurizer, batch)
+        subwords += int(mr_subword_featurizer.kernel().featurize(batch).subwords.sum())
+    assert subwords > 100_000  # the dev, test and review lines' unknown words gave subwords
+
+
+def test_subword_rows_equal_the_reference_on_odd_inputs(mr_subword_featurizer: NgramFeaturizer) -> None:
+    texts = [*ODD_TEXTS, long_text(), "", long_text(seed=9)[:777], "zzzzqqqq " * 50, "x" * 5000]
+    assert_same_rows(mr_subword_featurizer, texts)
+    for text in texts:
+        assert_same_rows(mr_subword_featurizer, [text])
+    assert_same_rows(mr_subword_featurizer, [])
+
+
+@pytest.mark.parametrize("settings", [
+    FeaturizerSettings(subword_buckets=997, subword_scope="all"),
+    FeaturizerSettings(subword_buckets=1, subword_min=2, subword_max=2),  # every subword in one row
+    FeaturizerSettings(subword_buckets=5000, subword_min=4, subword_max=16, lowercase=False, ngram_max=2),
+    FeaturizerSettings(subword_buckets=5000, token_pattern=r"\w\w+", subword_scope="all"),
+    FeaturizerSettings(subword_buckets=5000, token_pattern=r"\b\w\w+\b", subword_min=16, subword_max=16),
+], ids=lambda s: f"{s.token_pattern}-{s.subword_min}-{s.subword_max}-{s.subword_buckets}-{s.subword_scope}")
+def test_subword_rows_equal_the_reference_for_other_settings(settings: FeaturizerSettings, mr_task: TaskData) -> None:
+    featurizer, _ = build(settings, [*mr_task.train.texts[:800], *ODD_TEXTS], every=3, seed=4)
+    texts = [*mr_task.dev.texts, *ODD_TEXTS, long_text()]
+    assert_same_rows(featurizer, texts)
+    occ = featurizer.occurrences(texts)
+    assert occ.subwords is not None and occ.subwords.sum() > 0 and occ.weights is not None
+    assert occ.rows.max() < featurizer.table_rows and (occ.rows[occ.rows >= featurizer.vocab_size].size
+                                                        == occ.subwords.sum())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_subword_pooled_vectors_equal_mean_pool(dtype: str, mr_subword_featurizer: NgramFeaturizer,
+                                                mr_texts: list[str]) -> None:
+    featurizer = mr_subword_featurizer
+    table = random_table(featurizer.table_rows, 24, dtype, 7000)
+    ktable = kernel_table(table)
+    texts = [*mr_texts[-3000:], *ODD_TEXTS, long_text()]
+    for start in range(0, len(texts), 1000):
+        batch = texts[start : start + 1000]
+        occ = featurizer.occurrences(batch)
+        got = featurizer.kernel().pool(batch, ktable, threads=2)
+        np.testing.assert_array_equal(got.found, occ.found)
+        np.testing.assert_array_equal(got.subwords, occ.subwords)
+        np.testing.assert_array_equal(got.coverage, occ.coverage)
+        np.testing.assert_allclose(got.vectors, mean_pool(occ, table), rtol=1e-5, atol=2e-6)
+
+
+def test_subwords_do_not_change_word_rows_or_coverage(mr_featurizer: NgramFeaturizer,
+                                                      mr_subword_featurizer: NgramFeaturizer,
+                                                      mr_texts: list[str]) -> None:
+    """v2 adds rows after each text's word rows; the word rows and the coverage are v1's."""
+    texts = mr_texts[-2000:]
+    words = mr_featurizer.kernel().featurize(texts)
+    both = mr_subword_featurizer.kernel().featurize(texts)
+    np.testing.assert_array_equal(both.total, words.total)
+    np.testing.assert_array_equal(both.found - both.subwords, words.found)
+    starts = np.concatenate(([0], np.cumsum(both.found)[:-1]))
+    first_rows = np.concatenate([both.rows[s : s + w] for s, w in zip(starts, words.found, strict=True)])
+    np.testing.assert_array_equal(first_rows, words.rows)  # each text's rows start with v1's, in v1's order
+    assert both.rows[both.rows >= mr_subword_featurizer.vocab_size].size == both.subwords.sum() > 0
+
+
+def test_a_table_without_the_subword_rows_is_refused(mr_subword_featurizer: NgramFeaturizer) -> None:
+    table = kernel_table(random_table(mr_subword_featurizer.vocab_size, 8, "float32", 10_000))
+    with pytest.raises(ValueError, match="rows reach"):
+        mr_subword_featurizer.kernel().pool(["some text"], table)
+
+
+def test_an_unknown_word_weighs_one_row_however_many_subwords_it_has() -> None:
+    """Spec v2, step 13: "good zzzzzzzzzzzz" pools to (e_good + mean of the long word's subwords) / 2."""
+    settings = FeaturizerSettings(subword_buckets=50, subword_min=3, subword_max=5, ngram_max=1)
+    featurizer = NgramFeaturizer(settings, ["good"], *sorted_vocab(["good"], {"good": 0}))
+    table = random_table(featurizer.table_rows, 6, "float32", 1000)
+    full = np.concatenate([np.asarray(s) for s in table.shards])
+    occ = featurizer.occurrences(["good zzzzzzzzzzzz"])
+    subword = occ.rows[1:]
+    assert occ.rows[0] == 0 and subword.size == 12 + 11 + 10 and occ.units[0] == pytest.approx(2.0)
+    expected = (full[0] + full[subword].mean(axis=0)) / 2
+    np.testing.assert_allclose(mean_pool(occ, table)[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(featurizer.kernel().pool(["good zzzzzzzzzzzz"], kernel_table(table)).vectors[0],
+                               expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pattern_the_kernel_does_not_scan_is_refused_for_subwords() -> None:
+    with pytest.raises(ValueError, match="subwords need the default token pattern"):
+        FeaturizerSettings(subword_buckets=10, token_pattern=r"[^\s]+")

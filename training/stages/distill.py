@@ -56,14 +56,15 @@ class TrainResult:
 class BagSource:
     """Training texts as a flat bag store (offsets has texts + 1 entries) with their targets."""
 
-    def __init__(self, rows: np.ndarray, offsets: np.ndarray, targets: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, offsets: np.ndarray, targets: np.ndarray,
+                 weights: np.ndarray | None = None) -> None:
         if offsets.size - 1 != targets.shape[0]:
             raise ValueError(f"{offsets.size - 1} texts but {targets.shape[0]} targets")
-        self.rows, self.offsets, self.targets = rows, offsets, targets
+        self.rows, self.offsets, self.targets, self.weights = rows, offsets, targets, weights
 
     @classmethod
     def from_bags(cls, bags: Bags, targets: np.ndarray) -> BagSource:
-        return cls(bags.rows, np.append(bags.offsets, bags.rows.size), targets)
+        return cls(bags.rows, np.append(bags.offsets, bags.rows.size), targets, bags.weights)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -167,7 +168,8 @@ def train_student(
         bar = progress(total=steps_per_epoch, desc=f"{name} epoch {epoch + 1}/{spec.epochs}", unit="step", leave=False)
         for step in range(steps_per_epoch):
             index = order[step * spec.batch_size : (step + 1) * spec.batch_size]
-            bags = drop_features(select_bags(train.rows, train.offsets, index), spec.feature_dropout, rng)
+            bags = drop_features(select_bags(train.rows, train.offsets, index, train.weights), spec.feature_dropout,
+                                 rng)
             target = torch.from_numpy(np.ascontiguousarray(train.targets[index]))
             logits = model(*bags.tensors())
             loss = _loss(spec, logits, target)

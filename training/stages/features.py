@@ -25,6 +25,7 @@ from training.stages.run_folder import write_done
 class FeatureStore:
     rows: np.ndarray  # int32 memmap
     offsets: np.ndarray  # int64, texts + 1
+    weights: np.ndarray | None = None  # float32 memmap beside rows: spec v2's row weights (None for v1)
 
     def __len__(self) -> int:
         return int(self.offsets.size - 1)
@@ -42,15 +43,21 @@ def featurize_corpus(
     written = 0
     coverage_sum = 0.0
     texts_seen = 0
-    with (tmp / "rows.bin").open("wb") as fh, progress(total=total, desc="featurize corpus", unit="text") as bar:
+    weighted = featurizer.settings.subwords
+    with (tmp / "rows.bin").open("wb") as fh, (tmp / "weights.bin").open("wb") as wh, \
+            progress(total=total, desc="featurize corpus", unit="text") as bar:
         for texts in chunks:
             occ = featurizer.occurrences(list(texts))
             occ.rows.astype(np.int32).tofile(fh)
+            if weighted and occ.weights is not None:
+                occ.weights.astype(np.float32).tofile(wh)
             offsets.append(written + np.cumsum(occ.found))
             written += int(occ.rows.size)
             coverage_sum += float(occ.coverage.sum())
             texts_seen += len(texts)
             bar.update(len(texts))
+    if not weighted:
+        (tmp / "weights.bin").unlink()
     np.save(tmp / "offsets.npy", np.concatenate(offsets))
     write_done(tmp, key, {"texts": texts_seen, "occurrences": written,
                           "mean_coverage": coverage_sum / max(texts_seen, 1)})
@@ -68,4 +75,8 @@ def open_features(folder: Path) -> FeatureStore:
         if count
         else np.zeros(0, dtype=np.int32)
     )
-    return FeatureStore(rows, offsets)
+    weights = None
+    if (folder / "weights.bin").is_file():
+        weights = (np.memmap(folder / "weights.bin", dtype=np.float32, mode="r", shape=(count,)) if count
+                   else np.zeros(0, dtype=np.float32))
+    return FeatureStore(rows, offsets, weights)

@@ -31,10 +31,10 @@ def new_student(config: RunConfig) -> DAN:
     """A DAN of the run's shape, seeded by the run's seed (the same initial weights every time)."""
     from training.data.task_data import load_label_names
 
-    vocab_size = config.run_folder.vocab_size()
+    rows = config.vocab.featurizer_settings().table_rows(config.run_folder.vocab_size())  # + v2's subword buckets
     torch.manual_seed(config.seed)
     s = config.student
-    return DAN(vocab_size, s.embedding_dim, s.hidden_dim, len(load_label_names(config.run_dir)), s.dropout)
+    return DAN(rows, s.embedding_dim, s.hidden_dim, len(load_label_names(config.run_dir)), s.dropout)
 
 
 def final_stage(config: RunConfig) -> str:

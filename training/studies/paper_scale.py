@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_student_manifest(config.student_dir)
     labels = len(manifest.labels)
     dense = manifest.embedding_dim * manifest.hidden_dim + manifest.hidden_dim + manifest.hidden_dim * labels + labels
-    sparse = manifest.vocab_size * manifest.embedding_dim
+    sparse = manifest.table_rows * manifest.embedding_dim
     accuracy = json.loads(Path(config.evaluate.report or f"reports/accuracy-{config.name}").with_suffix(".json")
                           .read_text())
     final = accuracy[accuracy["final_student"]]

@@ -50,7 +50,7 @@ def make_tiny_student(
         )
         featurizer = load_vocab_featurizer(work_dir / "vocab", settings)
         bags = featurize_bags(featurizer, texts)
-        model = DAN(len(vocab.ngrams), embedding_dim, hidden_dim, len(label_names), dropout=0.0)
+        model = DAN(settings.table_rows(len(vocab.ngrams)), embedding_dim, hidden_dim, len(label_names), dropout=0.0)
         spec = TrainSpec(mode="scratch", epochs=epochs, batch_size=16, lr=2e-2, feature_dropout=0.0, seed=seed)
         train_student(model, spec, BagSource.from_bags(bags, target), bags, target, work_dir / "ckpt", "tiny")
         export_student(

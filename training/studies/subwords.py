@@ -1,0 +1,167 @@
+"""Word n-grams alone (featurizer spec v1) against word n-grams + hashed subwords (v2), per task.
+
+``sd subwords TASK=WORD_CONFIG,SUBWORD_CONFIG ...`` loads the two exported students of each pair (runs
+that share their data, teacher and teacher labels: the subword config sets ``reuse_teacher_run``), scores
+both on the run's dev and test splits and writes ``reports/subwords.{md,json}``: accuracy with its
+interval, the accuracy of each on the texts of the lowest coverage bucket and on the texts with a word
+the vocabulary does not know, and the table each needs. Coverage is the same number for both students
+(spec v2 keeps it word n-grams found over word n-grams), so the buckets hold the same texts.
+
+A task already in the JSON is replaced, the others kept, so tasks can be added run by run. The verdict
+per task follows issue 22's rule: subwords help a task when their test accuracy is at least the word-only
+student's; the low-coverage goal (+1 point) is checked for the tasks named in ``LOW_COVERAGE_GOAL``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdcore.atomic import atomic_write_bytes, atomic_write_json
+from sdcore.machine import machine
+from training.config import RunConfig
+from training.data.task_data import load_split
+from training.intervals import COVERAGE_EDGES, coverage_bucket_of, interval
+
+LOW_COVERAGE_GOAL = {"rt": 1.0, "sms-spam": 1.0}  # points the lowest bucket must gain (issue 22)
+SPLITS = ("dev", "test")
+
+
+@dataclass(frozen=True)
+class Scored:
+    right: np.ndarray  # [texts] bool
+    coverage: np.ndarray  # [texts]
+    subwords: np.ndarray  # [texts] subword rows pooled (0 for a v1 student)
+
+
+def score_student(model_dir: Path, texts: list[str], labels: list[int], batch_size: int = 256) -> Scored:
+    """Each text's prediction against its label, its coverage and its subword rows (the served kernel path)."""
+    from service.runtimes.student import StudentRuntime
+
+    runtime = StudentRuntime.load(model_dir)
+    right, coverage, subwords = [], [], []
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        out = runtime.predict(batch)
+        right.append(out.probabilities.argmax(axis=1) == np.asarray(labels[start : start + batch_size]))
+        coverage.append(out.student_coverage)
+        subwords.append(runtime.kernel.featurize(batch).subwords)
+    if not right:
+        empty = np.zeros(0)
+        return Scored(empty.astype(bool), empty, empty.astype(np.int64))
+    return Scored(np.concatenate(right), np.concatenate(coverage), np.concatenate(subwords))
+
+
+def _accuracy(right: np.ndarray) -> dict[str, Any]:
+    correct, total = int(right.sum()), int(right.size)
+    return {"texts": total, "accuracy": round(correct / total, 4) if total else None,
+            "ci95": interval(correct, total)}
+
+
+def table_facts(model_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    featurizer = manifest["featurizer"]
+    buckets = int(featurizer.get("subword_buckets") or 0)
+    return {"spec": featurizer.get("spec", "sd-ngram-v1"), "vocab_size": manifest["vocab_size"],
+            "subword_buckets": buckets, "table_rows": manifest["vocab_size"] + buckets,
+            "embedding_dim": manifest["embedding_dim"], "shard_dtype": manifest["shard_dtype"],
+            "table_mb": round(sum(s["bytes"] for s in manifest["shards"]) / 1e6, 1),
+            "subword_min": featurizer.get("subword_min"), "subword_max": featurizer.get("subword_max"),
+            "subword_scope": featurizer.get("subword_scope")}
+
+
+def compare_split(word: Scored, both: Scored) -> dict[str, Any]:
+    """One split: whole accuracy, the lowest coverage bucket holding texts, texts with an unknown word."""
+    which = coverage_bucket_of(word.coverage)
+    lowest = int(which.min()) if which.size else 0
+    in_lowest = which == lowest
+    unknown = both.subwords > 0  # a v2 student pools subword rows exactly for the texts with unknown words
+    return {
+        "word_only": _accuracy(word.right), "subwords": _accuracy(both.right),
+        "lowest_bucket": {"coverage": [COVERAGE_EDGES[lowest], COVERAGE_EDGES[lowest + 1]],
+                          "word_only": _accuracy(word.right[in_lowest]), "subwords": _accuracy(both.right[in_lowest])},
+        "with_unknown_words": {"word_only": _accuracy(word.right[unknown]), "subwords": _accuracy(both.right[unknown])},
+        "coverage_equal": bool(np.array_equal(word.coverage, both.coverage)),
+    }
+
+
+def compare_task(task: str, word: RunConfig, subword: RunConfig) -> dict[str, Any]:
+    if not subword.vocab.subword_buckets:
+        raise ValueError(f"{subword.name}: vocab.subword_buckets is 0, not a subword run")
+    if word.vocab.subword_buckets:
+        raise ValueError(f"{word.name}: vocab.subword_buckets is set; the first config must be word-only")
+    out: dict[str, Any] = {"word_config": word.name, "subword_config": subword.name,
+                           "tables": {"word_only": table_facts(word.student_dir),
+                                      "subwords": table_facts(subword.student_dir)}}
+    for split in SPLITS:
+        data = load_split(word.run_dir, split)
+        other = load_split(subword.run_dir, split)
+        if other.texts != data.texts:
+            raise ValueError(f"{word.name} and {subword.name} have different {split} splits: not a pair")
+        print(f"[subwords] {task} {split}: {len(data.texts)} texts", flush=True)
+        out[split] = compare_split(score_student(word.student_dir, data.texts, data.labels),
+                                   score_student(subword.student_dir, data.texts, data.labels))
+    test = out["test"]
+    gain = 100 * ((test["subwords"]["accuracy"] or 0) - (test["word_only"]["accuracy"] or 0))
+    low = test["lowest_bucket"]
+    low_gain = 100 * ((low["subwords"]["accuracy"] or 0) - (low["word_only"]["accuracy"] or 0))
+    out["verdict"] = {"test_gain_points": round(gain, 2), "lowest_bucket_gain_points": round(low_gain, 2),
+                      "helps": gain >= 0.0, "low_coverage_goal_points": LOW_COVERAGE_GOAL.get(task),
+                      "low_coverage_goal_met": None if task not in LOW_COVERAGE_GOAL
+                      else low_gain >= LOW_COVERAGE_GOAL[task]}
+    return out
+
+
+def _acc(cell: dict[str, Any]) -> str:
+    return "-" if cell["accuracy"] is None else f"{cell['accuracy']:.4f} ({cell['texts']})"
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["# Subwords: word n-grams alone (spec v1) against word n-grams + hashed subwords (spec v2)", "",
+             "Each pair of students shares its data, teacher and teacher labels (the subword run reuses the word "
+             "run's); they differ in the featurizer alone. Lowest bucket: the test texts of the lowest n-gram "
+             "coverage bucket that holds any (the same texts for both: coverage counts word n-grams only). "
+             "Unknown words: the test texts with at least one word outside the vocabulary. Cells: accuracy "
+             "(texts).", ""]
+    lines += ["| task | featurizer | table rows | table MB | dev acc | test acc | test 95% CI | lowest bucket | "
+              "lowest-bucket acc | unknown-word texts acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for task, t in report["tasks"].items():
+        for key, name in (("word_only", "words (v1)"), ("subwords", "words + subwords (v2)")):
+            table, test, dev = t["tables"][key], t["test"], t["dev"]
+            lo, hi = test[key]["ci95"]
+            a, b = test["lowest_bucket"]["coverage"]
+            lines.append(f"| {task} | {name} | {table['table_rows']:,} | {table['table_mb']} | "
+                         f"{dev[key]['accuracy']:.4f} | {test[key]['accuracy']:.4f} | {lo:.4f}-{hi:.4f} | "
+                         f"{a:.1f}-{b:.1f} | {_acc(test['lowest_bucket'][key])} | "
+                         f"{_acc(test['with_unknown_words'][key])} |")
+    lines += ["", "## Verdict per task", ""]
+    for task, t in report["tasks"].items():
+        v = t["verdict"]
+        goal = ("" if v["low_coverage_goal_met"] is None else
+                f"; low-coverage goal (+{v['low_coverage_goal_points']:.0f} point): "
+                f"{'met' if v['low_coverage_goal_met'] else 'NOT met'}")
+        advice = "subwords help here" if v["helps"] else "subwords do not help here: the default stays v1"
+        lines.append(f"- {task}: test {v['test_gain_points']:+.2f} points, lowest bucket "
+                     f"{v['lowest_bucket_gain_points']:+.2f} points{goal}; {advice}.")
+    lines += ["", "Runs: " + "; ".join(f"{task}: `{t['command']}` ({t['date']}, {t['machine']})"
+                                       for task, t in report["tasks"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_subwords_report(pairs: dict[str, tuple[RunConfig, RunConfig]], out: Path, command: str) -> dict[str, Any]:
+    """Compare each pair, merge into ``out``.json (a task's earlier entry is replaced) and write ``out``.md."""
+    path = out.with_suffix(".json")
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"tasks": {}}
+    for task, (word, subword) in pairs.items():
+        entry = compare_task(task, word, subword)
+        entry |= {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine()}
+        report["tasks"][task] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, report)
+    atomic_write_bytes(out.with_suffix(".md"), render(report).encode("utf-8"))
+    return report
