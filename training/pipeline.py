@@ -293,15 +293,17 @@ def select_steps(from_step: str | None = None, until: str | None = None) -> list
     return names[lo:hi]
 
 
-TEACHER_STEPS = ("data", "teacher", "teacher-export", "label")
-SHARED_FOLDERS = ("data", "teacher", "label")
+# Steps a reusing run takes from the other run as they are. teacher-export is not one of them: it
+# exports the shared fine-tuned teacher to this run's own models/<name>-teacher (seconds), so every
+# student in the model repository has its teacher beside it and the cascade step finds it.
+TEACHER_STEPS = ("data", "teacher", "label")
 
 
 def link_teacher_run(config: RunConfig) -> None:
     """Point this run's data, teacher and labels folders at another run's (``reuse_teacher_run``)."""
     source = Path(config.reuse_teacher_run).resolve()
     other = RunFolder(source, Path(config.models_dir), config.name)
-    for step in SHARED_FOLDERS:
+    for step in TEACHER_STEPS:
         try:
             target = other.require(step)
         except StepInputMissing as exc:

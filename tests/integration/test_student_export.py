@@ -277,9 +277,12 @@ def test_a_model_made_by_another_featurizer_is_refused(tiny_model: Path, tmp_pat
     manifest = root / MANIFEST
     data = json.loads(manifest.read_text(encoding="utf-8"))
     assert data["featurizer"]["spec"] == "sd-ngram-v1"
-    data["featurizer"]["spec"] = "sd-ngram-v2"
+    data["featurizer"]["spec"] = "sd-ngram-v9"
     manifest.write_text(json.dumps(data), encoding="utf-8")
-    assert_refused(root, manifest, "made by featurizer 'sd-ngram-v2'")
+    assert_refused(root, manifest, "made by featurizer 'sd-ngram-v9'")
+    data["featurizer"]["spec"] = "sd-ngram-v2"  # a known spec whose settings say another one
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert_refused(root, manifest, "spec 'sd-ngram-v2' with settings of 'sd-ngram-v1'")
     del data["featurizer"]["spec"]  # a manifest from before the spec was recorded: the same featurizer
     manifest.write_text(json.dumps(data), encoding="utf-8")
     assert StudentRuntime.load(root, RuntimeOptions(threads=1)).manifest.featurizer.spec == "sd-ngram-v1"
