@@ -304,31 +304,26 @@ cdef struct Job:
     int failed
 
 
+cdef int resize(void **slot, size_t nbytes) noexcept nogil:
+    """realloc ``*slot`` to ``nbytes``; -1 (and ``*slot`` left as it was, still owned) when memory is out."""
+    cdef void *p = realloc(slot[0], nbytes)
+    if p == NULL:
+        return -1
+    slot[0] = p
+    return 0
+
+
 cdef int grow(Scratch *sc, int64_t ids_needed, int64_t windows_needed) noexcept nogil:
-    cdef void *p
     if ids_needed > sc.ids_cap:
-        p = realloc(sc.ids, ids_needed * sizeof(int64_t))
-        if p == NULL:
+        if (resize(<void **>&sc.ids, ids_needed * sizeof(int64_t))
+                or resize(<void **>&sc.bounds, 2 * ids_needed * sizeof(int64_t))
+                or resize(<void **>&sc.groups, ids_needed * sizeof(int64_t))):
             return -1
-        sc.ids = <int64_t *>p
-        p = realloc(sc.bounds, 2 * ids_needed * sizeof(int64_t))
-        if p == NULL:
-            return -1
-        sc.bounds = <int64_t *>p
-        p = realloc(sc.groups, ids_needed * sizeof(int64_t))
-        if p == NULL:
-            return -1
-        sc.groups = <int64_t *>p
         sc.ids_cap = ids_needed
     if windows_needed > sc.win_cap:
-        p = realloc(sc.keys, windows_needed * sizeof(uint64_t))
-        if p == NULL:
+        if (resize(<void **>&sc.keys, windows_needed * sizeof(uint64_t))
+                or resize(<void **>&sc.rows, windows_needed * sizeof(int64_t))):
             return -1
-        sc.keys = <uint64_t *>p
-        p = realloc(sc.rows, windows_needed * sizeof(int64_t))
-        if p == NULL:
-            return -1
-        sc.rows = <int64_t *>p
         sc.win_cap = windows_needed
     return 0
 
