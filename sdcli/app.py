@@ -114,7 +114,7 @@ def subwords_command(
     = Path("reports/subwords"),
 ) -> None:
     """Word n-grams alone against word n-grams + hashed subwords (featurizer spec v2), per task: accuracy,
-    the lowest coverage bucket's, the unknown-word texts', and the table each needs."""
+    the low-coverage slice's, the unknown-word texts', and the table each needs."""
 
     def work() -> None:
         from training.config import load_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.studies.subwords import helps, low_coverage_slice
+from training.studies.subwords import Scored, compare_split, helps, low_coverage_slice
 
 
 def test_the_slice_is_the_lowest_bucket_when_it_holds_enough_texts() -> None:
@@ -35,3 +35,16 @@ def test_subwords_help_on_a_test_gain_or_on_a_tie_with_a_slice_gain_only() -> No
     assert helps(0.0, 1.0)
     assert not helps(0.0, 0.0)  # a larger table for the same answers
     assert not helps(-0.5, 3.0)
+
+
+def test_the_unknown_word_texts_are_the_word_runs_even_when_every_word_pools_subwords() -> None:
+    # With subword_scope "all" every text pools subword rows; the unknown-word column must still hold
+    # only the texts with a word outside the vocabulary, the same texts for both students.
+    coverage = np.array([0.1, 0.5, 0.9, 1.0])
+    word = Scored(np.array([True, False, True, True]), coverage, np.array([True, True, False, False]))
+    both = Scored(np.array([True, True, False, True]), coverage, np.array([True, True, False, False]))
+    split = compare_split(word, both)
+    assert split["with_unknown_words"]["word_only"]["texts"] == 2
+    assert split["with_unknown_words"]["word_only"]["accuracy"] == 0.5
+    assert split["with_unknown_words"]["subwords"]["accuracy"] == 1.0
+    assert split["coverage_equal"]

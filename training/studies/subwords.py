@@ -40,7 +40,7 @@ SPLITS = ("dev", "test")
 class Scored:
     right: np.ndarray  # [texts] bool
     coverage: np.ndarray  # [texts]
-    subwords: np.ndarray  # [texts] subword rows pooled (0 for a v1 student)
+    unknown: np.ndarray  # [texts] bool: a token of the text is outside the student's word list
 
 
 def score_student(model_dir: Path, texts: list[str], labels: list[int], batch_size: int = 256) -> Scored:
@@ -48,17 +48,19 @@ def score_student(model_dir: Path, texts: list[str], labels: list[int], batch_si
     from service.runtimes.student import StudentRuntime
 
     runtime = StudentRuntime.load(model_dir)
-    right, coverage, subwords = [], [], []
+    right, coverage, unknown = [], [], []
+    featurizer = runtime.featurizer
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
         out = runtime.predict(batch)
         right.append(out.probabilities.argmax(axis=1) == np.asarray(labels[start : start + batch_size]))
         coverage.append(out.student_coverage)
-        subwords.append(runtime.kernel.featurize(batch).subwords)
+        unknown.append(np.fromiter(((featurizer.word_codes(featurizer.tokenize(t)) < 0).any() for t in batch),
+                                   dtype=bool, count=len(batch)))
     if not right:
         empty = np.zeros(0)
-        return Scored(empty.astype(bool), empty, empty.astype(np.int64))
-    return Scored(np.concatenate(right), np.concatenate(coverage), np.concatenate(subwords))
+        return Scored(empty.astype(bool), empty, empty.astype(bool))
+    return Scored(np.concatenate(right), np.concatenate(coverage), np.concatenate(unknown))
 
 
 def _accuracy(right: np.ndarray) -> dict[str, Any]:
@@ -97,7 +99,8 @@ def helps(test_gain: float, low_gain: float) -> bool:
 def compare_split(word: Scored, both: Scored) -> dict[str, Any]:
     """One split: whole accuracy, the low-coverage slice, the texts with an unknown word."""
     lowest, last, in_lowest = low_coverage_slice(word.coverage)
-    unknown = both.subwords > 0  # a v2 student pools subword rows exactly for the texts with unknown words
+    unknown = word.unknown  # the same texts for both (the word lists are the same data's); not the subword
+    # rows pooled, which with subword_scope "all" are every text's
     return {
         "word_only": _accuracy(word.right), "subwords": _accuracy(both.right),
         "lowest_bucket": {"coverage": [COVERAGE_EDGES[lowest], COVERAGE_EDGES[last + 1]],
@@ -150,7 +153,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["| task | featurizer | table rows | table MB | dev acc | test acc | test 95% CI | low-coverage slice | "
               "slice acc | unknown-word texts acc |", "|---|---|---|---|---|---|---|---|---|---|"]
     for task, t in report["tasks"].items():
-        for key, name in (("word_only", "words (v1)"), ("subwords", "words + subwords (v2)")):
+        scope = "all words" if t["tables"]["subwords"].get("subword_scope") == "all" else "unknown words"
+        for key, name in (("word_only", "words (v1)"), ("subwords", f"words + subwords of {scope} (v2)")):
             table, test, dev = t["tables"][key], t["test"], t["dev"]
             lo, hi = test[key]["ci95"]
             a, b = test["lowest_bucket"]["coverage"]
