@@ -32,6 +32,7 @@ STEP_HELP = {
     "scratch": "Train the same DAN on the labeled set alone (the paper's baseline).",
     "export": "Export the student to models/<name> (shards + vocabulary + ONNX head + manifest).",
     "evaluate": "Score teacher, DANs and fastText on dev/test; write the accuracy report.",
+    "router-student": "Train the shadow student the router learns from: KD without the router's slice, then FT.",
     "cascade": "Calibrate the student->teacher cascade on dev; store it in the manifest; report on test.",
 }
 

@@ -98,6 +98,9 @@ class TeacherConfig(Section):
     # Fine-tune on a seeded random subset of this many training texts (0 = all of them): a budget for
     # slow teachers on 2 cores. The student still trains on every training text.
     train_texts: NonNegative = 0
+    # Stop once dev accuracy has not improved for this many epochs (0 = run all ``epochs``); the best
+    # epoch on dev is kept either way. With a large ``epochs`` this is "as many epochs as dev says".
+    patience: NonNegative = 0
 
 
 class LabelingConfig(Section):
@@ -172,11 +175,16 @@ class DistillConfig(Section):
     # alike); 0 = all. With reuse_teacher_run, one labeling serves a corpus-size study.
     corpus_texts: NonNegative = 0
     # The cascade router's slice (training/stages/holdout.py): this share of the corpus texts, by a hash of the
-    # normalized text and never a training, dev or test text, at most router_holdout_max of them, is
-    # kept out of KD; the cascade step learns the router on it. 0 (the default) = no slice, no router:
-    # on a small corpus the slice costs the student accuracy (reports/accuracy-notes.md, issue 12).
-    router_holdout: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    # normalized text and never a training, dev or test text, at most router_holdout_max of them; the
+    # cascade step learns the router from a student's answers on it, a student that never saw it (see
+    # router_student). 0 = no slice, no router (the cascade has the grid alone).
+    router_holdout: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
     router_holdout_max: Positive = 20_000
+    # Whose answers on the slice the router learns from. "shadow": a second student (KD, then FT as the
+    # served one) trained without the slice (step router-student); the served student distills on the
+    # whole corpus, so the router costs it nothing (issue 21). "served": the served student itself, which
+    # then never sees the slice (the older setting: on a small corpus it costs accuracy).
+    router_student: Literal["shadow", "served"] = "shadow"
 
     @field_validator("betas", mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """The run: every step of Sparse Distillation in order, each skipped when its output is already done.
 
     data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export
-    -> evaluate -> cascade
+    -> evaluate -> router-student -> cascade
 
 Steps talk only through files under ``run_dir`` and ``models/`` (``training.stages.run_folder``). Each step
 first checks that its inputs exist (else: which step to run first), and records a fingerprint of what
@@ -140,38 +140,43 @@ def _read(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
 
+def _labels_facts(folder: RunFolder) -> list[str]:
+    """What the labels are (teacher identity + the digest of every shard's texts), not when or how fast
+    they were made: a rerun of a finished label step must not retrain the student."""
+    return [_read(folder.labels / "meta.json"), *(_read(p) for p in sorted(folder.labels.glob("logits-*.sha256")))]
+
+
+def holds_out_slice(config: RunConfig) -> bool:
+    """Whether the served student's KD leaves the router's slice out (``distill.router_student = "served"``)."""
+    return config.distill.router_holdout > 0 and config.distill.router_student == "served"
+
+
 def student_inputs_key(config: RunConfig, name: str) -> str:
     """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels,
     for FT the distilled weights it starts from."""
     folder = config.run_folder
     base = [features_key(config), config.student, config.seed]
     if name == "kd":
-        if config.distill.router_holdout:  # the slice left out (none: the key of a run without the option)
+        if holds_out_slice(config):  # the slice left out (none: the key of a run without the option)
             base.append([config.distill.router_holdout, config.distill.router_holdout_max])
-        # What the labels are (teacher identity + the digest of every shard's texts), not when or how
-        # fast they were made: a rerun of a finished label step must not retrain the student.
-        base.append(_read(folder.labels / "meta.json"))
-        base.extend(_read(p) for p in sorted(folder.labels.glob("logits-*.sha256")))
+        base.extend(_labels_facts(folder))
     if name == "ft":
         base.append(_read(done_file(folder.student, "kd")))
     return fingerprint(*base)
 
 
-def step_kd(config: RunConfig) -> TrainResult:
-    from training.progress import note
-    from training.stages.holdout import corpus_split
+def _distill(config: RunConfig, rows: np.ndarray | None, out: Path, key: str) -> TrainResult:
+    """KD on the corpus rows ``rows`` (None: all of them), checkpoints and done marker in ``out``."""
     from training.stages.label_shards import load_teacher_logits
 
-    folder = config.run_folder
     _set_threads(config.distill.threads)
-    store = open_features(folder.require("features"))
+    store = open_features(config.run_folder.require("features"))
     logits = load_teacher_logits(config.run_dir).astype(np.float32)
     if config.distill.corpus_texts:
         logits = logits[: config.distill.corpus_texts]
-    split = corpus_split(config)  # the router's slice stays out of distillation
-    note(f"[kd] {split.kd.size} corpus texts; {split.holdout.size} held out for the cascade router"
-         + (f", {split.windows_dropped} windows of them dropped" if split.windows_dropped else ""))
-    kept = select_bags(store.rows, store.offsets, split.kd, store.weights)
+    if rows is None:
+        rows = np.arange(logits.shape[0], dtype=np.int64)
+    kept = select_bags(store.rows, store.offsets, rows, store.weights)
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     d = config.distill
@@ -180,31 +185,53 @@ def step_kd(config: RunConfig) -> TrainResult:
         warmup_ratio=d.warmup_ratio, temperature=d.temperature, feature_dropout=config.student.feature_dropout,
         seed=config.seed, checkpoint_every=d.checkpoint_every,
     )
-    source = BagSource(kept.rows, np.append(kept.offsets, kept.rows.size), logits[split.kd], kept.weights)
-    return train_student(model, spec, source, dev_bags, dev_labels, folder.student, "kd",
-                         student_inputs_key(config, "kd"))
+    source = BagSource(kept.rows, np.append(kept.offsets, kept.rows.size), logits[rows], kept.weights)
+    return train_student(model, spec, source, dev_bags, dev_labels, out, "kd", key)
 
 
-def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec) -> TrainResult:
+def step_kd(config: RunConfig) -> TrainResult:
+    from training.progress import note
+    from training.stages.holdout import corpus_split
+
+    if not holds_out_slice(config):
+        note("[kd] the whole corpus" + (" (the router learns from a shadow student: step router-student)"
+                                        if config.distill.router_holdout > 0 else ""))
+        return _distill(config, None, config.run_folder.student, student_inputs_key(config, "kd"))
+    split = corpus_split(config)  # the router's slice stays out of distillation
+    note(f"[kd] {split.kd.size} corpus texts; {split.holdout.size} held out for the cascade router"
+         + (f", {split.windows_dropped} windows of them dropped" if split.windows_dropped else ""))
+    return _distill(config, split.kd, config.run_folder.student, student_inputs_key(config, "kd"))
+
+
+def _train_labeled(config: RunConfig, name: str, init: str | None, spec: TrainSpec,
+                   out: Path | None = None, key: str | None = None) -> TrainResult:
+    """FT or scratch on the labeled set, in ``out`` (the run's student folder unless given), from
+    ``out``'s checkpoint ``init`` when given."""
+    out = out or config.run_folder.student
     _set_threads(config.distill.threads)
     train_bags, train_labels = labeled_bags(config, "train")
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
     if init is not None:
-        config.run_folder.require(init)
-        model.load_state_dict(torch.load(config.run_folder.checkpoint(init), weights_only=True))
+        checkpoint = out / f"{init}-best.pt"
+        if not done_file(out, init).is_file() or not checkpoint.is_file():
+            raise StepInputMissing(done_file(out, init), init)
+        model.load_state_dict(torch.load(checkpoint, weights_only=True))
     return train_student(model, spec, BagSource.from_bags(train_bags, train_labels), dev_bags, dev_labels,
-                         config.run_folder.student, name, student_inputs_key(config, name))
+                         out, name, key or student_inputs_key(config, name))
+
+
+def _ft_spec(config: RunConfig) -> TrainSpec:
+    f = config.finetune
+    return TrainSpec(mode="ft", epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, betas=config.distill.betas,
+                     warmup_ratio=f.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed,
+                     checkpoint_every=f.checkpoint_every)
 
 
 def step_ft(config: RunConfig) -> TrainResult | None:
-    f = config.finetune
-    if not f.enabled:
+    if not config.finetune.enabled:
         return None
-    spec = TrainSpec(mode="ft", epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, betas=config.distill.betas,
-                     warmup_ratio=f.warmup_ratio, feature_dropout=config.student.feature_dropout, seed=config.seed,
-                     checkpoint_every=f.checkpoint_every)
-    return _train_labeled(config, "ft", "kd", spec)
+    return _train_labeled(config, "ft", "kd", _ft_spec(config))
 
 
 def step_scratch(config: RunConfig) -> TrainResult | None:
@@ -224,16 +251,18 @@ def step_export(config: RunConfig) -> None:
 def export_final_student(config: RunConfig, out_dir: Path, dtype: Literal["float16", "float32", "int8"]) -> Path:
     """Export the run's final student (FT, else KD) to ``out_dir`` with table ``dtype``; the manifest
     records the run config with that dtype (``sd int8-report`` re-exports a run's student as int8)."""
-    from training.data.task_data import load_label_names
-
     name = final_stage(config)
     model = load_stage(config, name)
+    return _export(config, model, out_dir, dtype, {"student": {"stage": name, **stage_accuracies(config, model)}})
+
+
+def _export(config: RunConfig, model: Any, out_dir: Path, dtype: Literal["float16", "float32", "int8"],
+            metrics: dict[str, Any]) -> Path:
+    from training.data.task_data import load_label_names
+
     teacher_metrics_path = config.run_folder.teacher / "metrics.json"
     teacher_metrics = json.loads(teacher_metrics_path.read_text()) if teacher_metrics_path.is_file() else {}
-    metrics = {
-        "student": {"stage": name, **stage_accuracies(config, model)},
-        "teacher": {k: teacher_metrics.get(k) for k in ("dev_acc", "test_acc")},
-    }
+    metrics = {**metrics, "teacher": {k: teacher_metrics.get(k) for k in ("dev_acc", "test_acc")}}
     e = config.export
     recorded = config.to_dict()
     recorded["export"]["dtype"] = dtype
@@ -252,13 +281,63 @@ def step_evaluate(config: RunConfig) -> None:
     evaluate_run(config)
 
 
+def shadow_wanted(config: RunConfig) -> bool:
+    """Whether the cascade step learns its router from a shadow student (see ``step_router_student``)."""
+    e = config.evaluate
+    return e.cascade and e.router and config.distill.router_holdout > 0 and config.distill.router_student == "shadow"
+
+
+def step_router_student(config: RunConfig) -> None:
+    """The shadow student the router learns from (``distill.router_student = "shadow"``): KD on the corpus
+    less the router's slice, then FT as the served student has it, exported to
+    ``runs/<name>/router-student/model`` (not served; the cascade step reads its answers on the slice).
+    It answers the slice as the served student answers new text: neither has seen it."""
+    from training.progress import note
+    from training.stages.holdout import corpus_split
+    from training.stages.router import MIN_SLICE_TEXTS
+
+    if not shadow_wanted(config):
+        return
+    folder = config.run_folder
+    out = folder.router_student
+    split = corpus_split(config)
+    if split.holdout.size < MIN_SLICE_TEXTS:  # the cascade step says why there is no router
+        note(f"[router-student] skipped: the router's slice has {split.holdout.size} texts (fewer than "
+             f"{MIN_SLICE_TEXTS}); raise distill.router_holdout or the corpus")
+        return
+    note(f"[router-student] KD on {split.kd.size} corpus texts; {split.holdout.size} held out for the router")
+    kd_key = fingerprint(features_key(config), config.student, config.seed, "router-student",
+                         [config.distill.router_holdout, config.distill.router_holdout_max], *_labels_facts(folder))
+    result = _distill(config, split.kd, out, kd_key)
+    stage = "kd"
+    if config.finetune.enabled:
+        result = _train_labeled(config, "ft", "kd", _ft_spec(config), out,
+                                fingerprint(features_key(config), config.student, config.seed,
+                                            _read(done_file(out, "kd"))))
+        stage = "ft"
+    key = fingerprint(_read(done_file(out, stage)), config.vocab, config.export.dtype)
+    if is_done(out, key) and (folder.router_student_dir / "manifest.json").is_file():
+        return
+    model = new_student(config)
+    model.load_state_dict(torch.load(out / f"{stage}-best.pt", weights_only=True))
+    model.eval()
+    _export(config, model, folder.router_student_dir, config.export.dtype,
+            {"student": {"stage": stage, "role": "router shadow", "dev_acc": result.best_dev_acc}})
+    write_done(out, key, {"stage": stage, "kd_texts": int(split.kd.size), "slice_texts": int(split.holdout.size)})
+
+
 def step_cascade(config: RunConfig) -> None:
     if not config.evaluate.cascade:
         return
     from training.stages.cascade import calibrate_cascade
+    from training.stages.holdout import corpus_split
+    from training.stages.router import MIN_SLICE_TEXTS
 
     config.run_folder.require("export")
     config.run_folder.require("teacher-export")
+    if shadow_wanted(config) and not (config.run_folder.router_student_dir / "manifest.json").is_file() \
+            and corpus_split(config).holdout.size >= MIN_SLICE_TEXTS:
+        raise StepInputMissing(config.run_folder.router_student_dir / "manifest.json", "router-student")
     calibrate_cascade(config, config.evaluate.cascade_tolerance,
                       config.evaluate.cascade_report or f"reports/cascade-{config.name}")
 
@@ -275,6 +354,7 @@ STEPS: dict[str, Callable[[RunConfig], object]] = {
     "scratch": step_scratch,
     "export": step_export,
     "evaluate": step_evaluate,
+    "router-student": step_router_student,
     "cascade": step_cascade,
 }
 

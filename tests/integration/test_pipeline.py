@@ -17,7 +17,7 @@ from service.runtimes.teacher import TeacherRuntime
 from training.config import RunConfig, config_from_dict
 from training.data.task_data import TaskData, iter_corpus, load_split
 from training.data.tasks import normalized
-from training.pipeline import STEPS, run_steps
+from training.pipeline import STEPS, run_steps, student_inputs_key
 from training.stages.cascade import cascade_accuracy, collect
 from training.stages.features import open_features
 from training.stages.holdout import corpus_split, holdout_texts
@@ -125,6 +125,52 @@ def test_the_cascade_step_fits_the_router_on_the_held_out_slice_and_reports_both
     assert np.intersect1d(split.holdout, split.kd).size == 0
     labeled = {normalized(t) for s in ("train", "dev", "test") for t in load_split(tiny_run.run_dir, s).texts}
     assert not {normalized(t) for t in holdout_texts(tiny_run, split)} & labeled
+
+
+def test_a_shadow_student_teaches_the_router_and_the_served_student_distills_on_the_whole_corpus(
+        tiny_run: RunConfig) -> None:
+    """distill.router_student = "shadow" (the default): the router costs the served student nothing."""
+    assert tiny_run.distill.router_student == "shadow" and tiny_run.distill.router_holdout > 0
+    # the served student's KD is keyed as a run without any slice: the same student, trained on everything
+    no_slice = config_from_dict(tiny_run.model_dump(mode="json") | {
+        "distill": tiny_run.distill.model_dump() | {"router_holdout": 0.0}}, "no-slice")
+    served = json.loads((tiny_run.run_dir / "student" / "kd-done.json").read_text())
+    assert served["spec"]["inputs_key"] == student_inputs_key(no_slice, "kd")
+    # the shadow student: distilled on the corpus less the slice, fine-tuned, exported beside the run
+    split = corpus_split(tiny_run)
+    facts = json.loads((tiny_run.run_folder.router_student / "done.json").read_text())
+    assert {k: facts[k] for k in ("stage", "kd_texts", "slice_texts")} == {
+        "stage": "ft", "kd_texts": split.kd.size, "slice_texts": split.holdout.size}
+    shadow = StudentRuntime.load(tiny_run.run_folder.router_student_dir)
+    assert shadow.manifest.metrics["student"]["role"] == "router shadow"
+    texts = holdout_texts(tiny_run, split)[:50]
+    assert not np.allclose(shadow.predict(texts).probabilities,
+                           StudentRuntime.load(tiny_run.student_dir).predict(texts).probabilities)
+    report = json.loads((Path(tiny_run.evaluate.cascade_report).with_suffix(".json")).read_text())
+    assert report["router"]["answers_from"] == "shadow student"
+    assert "shadow student distilled without them" in Path(tiny_run.evaluate.cascade_report).with_suffix(
+        ".md").read_text()
+
+
+def test_with_router_student_served_the_slice_stays_out_of_the_served_students_kd(tiny_run: RunConfig,
+                                                                                  tmp_path: Path) -> None:
+    data = tiny_run.model_dump(mode="json")
+    data.update(name="tiny-served", workdir=str(tmp_path / "run"), models_dir=str(tmp_path / "models"),
+                reuse_teacher_run=str(tiny_run.run_dir))
+    data["distill"]["router_student"] = "served"
+    data["scratch"]["enabled"] = False
+    data["evaluate"] |= {"fasttext": False, "report": str(tmp_path / "accuracy-served"),
+                         "cascade_report": str(tmp_path / "cascade-served")}
+    config = config_from_dict(data, "tiny-served")
+    run_steps(config, list(STEPS))
+    served = json.loads((config.run_dir / "student" / "kd-done.json").read_text())
+    assert served["spec"]["inputs_key"] == student_inputs_key(config, "kd")
+    assert served["spec"]["inputs_key"] != json.loads(
+        (tiny_run.run_dir / "student" / "kd-done.json").read_text())["spec"]["inputs_key"]
+    assert not config.run_folder.router_student.exists()
+    report = json.loads((tmp_path / "cascade-served.json").read_text())
+    assert report["router"]["answers_from"] == "served student"
+    assert report["router"]["slice_texts"] == corpus_split(config).holdout.size > 0
 
 
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from sdcore.cascade import CascadePolicy, defer_mask
 from sdcore.router import FEATURES, CascadeRouter, RouterPolicy, StudentSignals, defer_texts, router_features
-from training.stages.router import SliceAnswers, fit_router, pick_threshold
+from training.stages.router import SliceAnswers, cap_on_traffic, fit_router, pick_threshold, share_threshold
 
 
 def synthetic_slice(n: int = 3000, seed: int = 0) -> SliceAnswers:
@@ -80,3 +80,33 @@ def test_a_router_file_with_the_wrong_shape_is_refused() -> None:
                           ({"features": ["max_prob"]}, "features are"), ({"threshold": 1.5}, "less than")):
         with pytest.raises(ValidationError, match=fragment):
             CascadeRouter.model_validate({**good, **bad})
+
+
+def test_share_threshold_defers_at_most_the_share_ties_included() -> None:
+    scores = np.array([0.9, 0.8, 0.8, 0.4, 0.1])
+    assert share_threshold(scores, 0.2) == 0.9  # 1 of 5
+    over = share_threshold(scores, 0.4)  # the 2nd is tied with the 3rd: only the 1st can go
+    assert (scores >= over).sum() == 1
+    assert share_threshold(scores, 0.6) == 0.8
+    assert share_threshold(scores, 0.0) == 1.0 and share_threshold(np.array([]), 0.3) == 1.0
+
+
+def test_the_cap_is_paid_on_the_traffic_not_on_the_slice() -> None:
+    answers = synthetic_slice()
+    # The gap is out of reach: the slice's cap set its threshold; dev (texts of another kind: here
+    # far more confident ones) gets the cap's share itself.
+    router = fit_router(answers, gap=0.0, max_share=0.3)
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.85, 1.0, 1000)
+    n = p.size
+    dev = StudentSignals(np.column_stack([p, 1 - p]), rng.uniform(0.5, 1.0, n), np.full(n, 20), np.full(n, 25))
+    assert defer_texts(RouterPolicy.of(router), dev).mean() < 0.2  # the slice's threshold defers too few here
+    capped = cap_on_traffic(router, dev, 0.3)
+    assert defer_texts(RouterPolicy.of(capped), dev).mean() == pytest.approx(0.3, abs=0.002)
+    assert capped.fit["threshold_from"] == "share cap on dev" and capped.fit["slice_threshold"] == router.threshold
+    # The gap met on the slice within the cap: its threshold stays unless dev would defer over the cap.
+    met = fit_router(answers, gap=0.1, max_share=0.6)
+    assert cap_on_traffic(met, dev, 0.6).threshold == met.threshold
+    unsure = StudentSignals(np.full((n, 2), 0.5), dev.coverage, dev.ngrams_found, dev.ngrams_total)
+    tight = cap_on_traffic(met, unsure, 0.1)
+    assert defer_texts(RouterPolicy.of(tight), unsure).mean() <= 0.1

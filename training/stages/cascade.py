@@ -33,7 +33,14 @@ from service.runtimes.student import StudentRuntime
 from service.runtimes.teacher import TeacherRuntime
 from training.config import RunConfig
 from training.stages.cascade_report import plot_curve, render
-from training.stages.router import RouterFitError, SliceAnswers, fit_router, fit_temperature
+from training.stages.router import (
+    MIN_SLICE_TEXTS,
+    RouterFitError,
+    SliceAnswers,
+    cap_on_traffic,
+    fit_router,
+    fit_temperature,
+)
 
 __all__ = ["Answers", "calibrate_cascade", "cascade_accuracy", "fit_temperature", "operating_point"]
 
@@ -156,14 +163,24 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
     router: CascadeRouter | None = None
     e = config.evaluate
     no_router = "" if e.router and config.distill.router_holdout > 0 else "evaluate.router off or no corpus slice"
+    shadow = config.distill.router_student == "shadow"
     if not no_router:
         started = time.perf_counter()
+        # the answers the router learns from: the shadow student's, trained without the slice while the
+        # served student saw it (step router-student); or, with router_student "served", the served one's
+        shadow_dir = config.run_folder.router_student_dir
         try:
-            router = fit_router(slice_answers(config, student), e.router_gap, e.router_max_share, config.seed)
+            if shadow and not (shadow_dir / "manifest.json").is_file():
+                raise RouterFitError(f"{shadow_dir}: no shadow student (step router-student trains one when the "
+                                     f"router's slice holds at least {MIN_SLICE_TEXTS} texts)")
+            answering = StudentRuntime.load(shadow_dir, RuntimeOptions(threads=threads)) if shadow else student
+            router = fit_router(slice_answers(config, answering), e.router_gap, e.router_max_share, config.seed)
+            router = cap_on_traffic(router, dev_answers.signals(), e.router_max_share)
         except RouterFitError as exc:  # e.g. a slice too small to learn from: the grid alone, said so
             no_router = str(exc)
     if router is not None:
-        router = router.model_copy(update={"fit": {**router.fit, "seconds": round(time.perf_counter() - started, 1)}})
+        router = router.model_copy(update={"fit": {**router.fit, "seconds": round(time.perf_counter() - started, 1),
+                                                   "answers_from": "shadow student" if shadow else "served student"}})
         store_router(config.student_dir, router)
         rules["router"] = RouterPolicy.of(router)
 

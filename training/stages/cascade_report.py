@@ -44,14 +44,27 @@ def _router_lines(r: dict[str, Any]) -> list[str]:
         auc = (f" On half of the slice, fitted on the other half, ROC AUC of the disagreement prediction: logistic "
                f"regression {fit['lr_auc']:.3f}, HistGradientBoosting {fit['hgb_auc']:.3f} (only the logistic "
                "regression is stored: its coefficients, applied with numpy in the service).")
+    cap = ""
+    if "threshold_from" in fit:
+        cap = (f" The cap is then paid where the traffic is, on dev ({fit['cap_texts']} texts): threshold "
+               f"{fit['traffic_cap_threshold']:.4f} there against {fit['slice_threshold']:.4f} on the slice; "
+               f"the stored one is set by the {fit['threshold_from']}.")
     coef = ", ".join(f"{k} {v:+.2f}" for k, v in fit.get("coefficients", {}).items())
+    if fit.get("answers_from") == "shadow student":
+        source = ("texts of the transfer corpus, answered by a shadow student distilled without them (the served "
+                  "student distilled on the whole corpus: the router costs it nothing)")
+        who = "the shadow student"
+    else:
+        source = "texts of the transfer corpus held out of the served student's distillation"
+        who = "the student"
     return [
-        f"Learned router: fitted on {fit['slice_texts']} texts of the transfer corpus held out of distillation, "
-        f"on which the student disagrees with the teacher on {100 * fit['slice_disagreement']:.1f}%. Temperature "
+        f"Learned router: fitted on {fit['slice_texts']} {source}, "
+        f"on which {who} disagrees with the teacher on {100 * fit['slice_disagreement']:.1f}%. Temperature "
         f"{fit['temperature']:.3f} (fitted on the slice against the teacher's labels); defer when the predicted "
         f"disagreement is at least {fit['threshold']:.4f}: the smallest teacher share on the slice leaving at most "
         f"{100 * fit['target_gap']:.1f}% of the texts in disagreement, capped at {100 * fit['max_share']:.0f}% "
-        f"(chosen: {100 * fit['slice_teacher_share']:.1f}%, {100 * fit['slice_disagreement_left']:.2f}% left).{auc}",
+        f"(chosen: {100 * fit['slice_teacher_share']:.1f}%, {100 * fit['slice_disagreement_left']:.2f}% left)."
+        f"{cap}{auc}",
         "",
         f"Standardised coefficients: {coef}.",
         "",

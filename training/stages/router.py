@@ -8,7 +8,8 @@ every text, and the teacher's stored logits say what the teacher would answer. T
    its standardisation and coefficients are what ``router.json`` stores (``sdcore.router``);
 3. the threshold: with the slice's texts ordered by that probability, the smallest teacher share whose
    remaining disagreement (texts the student keeps and gets "wrong" against the teacher, over all
-   texts) is at most ``router_gap``, capped at ``router_max_share``. The disagreement left on kept
+   texts) is at most ``router_gap``, capped at ``router_max_share``; then (``cap_on_traffic``) the cap
+   is applied on dev, texts like the traffic, where the teacher's share is paid. The disagreement left on kept
    texts bounds the cascade's loss against the teacher from above (a kept text the student and the
    teacher disagree on costs at most one teacher-correct answer), so the gap is a conservative target.
 
@@ -26,6 +27,8 @@ import numpy as np
 
 from sdcore.cascade import calibrated
 from sdcore.router import FEATURES, CascadeRouter, StudentSignals, router_features
+
+MIN_SLICE_TEXTS = 20  # fewer texts than this teach no router
 
 
 class RouterFitError(ValueError):
@@ -70,6 +73,35 @@ def pick_threshold(scores: np.ndarray, disagrees: np.ndarray, gap: float, max_sh
     return threshold, share
 
 
+def share_threshold(scores: np.ndarray, share: float) -> float:
+    """The lowest threshold that defers at most ``share`` of these texts (``scores >= threshold``, ties
+    included); 1.0 defers none."""
+    limit = int(np.floor(share * scores.size + 1e-9))
+    if limit == 0 or scores.size == 0:
+        return 1.0
+    ordered = np.sort(scores)[::-1]
+    threshold = float(ordered[limit - 1])
+    if (scores >= threshold).sum() > limit:  # ties at the cut: step just above them
+        threshold = float(np.nextafter(threshold, 2.0))
+    return min(threshold, 1.0)
+
+
+def cap_on_traffic(router: CascadeRouter, signals: StudentSignals, max_share: float) -> CascadeRouter:
+    """The share cap applied where the share is paid: on texts like the traffic (the labeled dev split),
+    not on the corpus slice, whose texts can be unlike it (IMDB questions for TREC). The slice's gap
+    target still decides when it is met within the cap there; the threshold is then raised if it would
+    defer more than ``max_share`` of dev. When the cap set the slice's threshold (the gap target out of
+    reach), dev's cap alone sets it: the slice's share says nothing about the traffic's."""
+    fit = dict(router.fit)
+    capped = share_threshold(router.disagreement(signals), max_share)
+    gap_met = fit["slice_disagreement_left"] <= fit["target_gap"] + 1e-12
+    threshold = max(router.threshold, capped) if gap_met else capped
+    fit.update({"slice_threshold": router.threshold, "traffic_cap_threshold": capped,
+                "threshold_from": ("slice gap" if threshold == router.threshold else "share cap on dev"),
+                "cap_texts": int(signals.probabilities.shape[0])})
+    return router.model_copy(update={"threshold": threshold, "fit": fit})
+
+
 def _auc_check(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float | None]:
     """ROC AUC of a logistic regression and of a HistGradientBoosting model, fitted on one half."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -93,7 +125,7 @@ def fit_router(answers: SliceAnswers, gap: float, max_share: float, seed: int = 
 
     y = answers.disagrees
     n = int(y.size)
-    if n < 20 or y.all() or not y.any():
+    if n < MIN_SLICE_TEXTS or y.all() or not y.any():
         raise RouterFitError(f"the router slice has {n} texts, {int(y.sum())} of them disagreements: "
                          "too few to fit a router (raise distill.router_holdout)")
     temperature = fit_temperature(answers.signals.probabilities, answers.teacher_pred)

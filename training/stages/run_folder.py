@@ -10,6 +10,7 @@ Steps talk only through these files (nanoGPT's stages do the same)::
       features/   rows.bin, offsets.npy                                          (step features)
       student/    {kd,ft,scratch}-{best,last}.pt                                 (steps kd, ft, scratch)
       eval/       results.json                                                   (step evaluate)
+      router-student/  kd/ft checkpoints, model/ (the shadow student)              (step router-student)
       run.json    wall time and peak memory of every invocation
     models/<name>, models/<name>-teacher                                         (export, teacher-export)
 
@@ -136,6 +137,16 @@ class RunFolder:
     @property
     def student(self) -> Path:
         return self.folder("kd")
+
+    @property
+    def router_student(self) -> Path:
+        """The shadow student's checkpoints (step router-student, ``distill.router_student = "shadow"``)."""
+        return self.root / "router-student"
+
+    @property
+    def router_student_dir(self) -> Path:
+        """The shadow student, exported: its answers on the slice teach the router; it is never served."""
+        return self.router_student / "model"
 
     @property
     def student_dir(self) -> Path:

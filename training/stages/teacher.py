@@ -14,6 +14,9 @@ are recorded as for a fine-tuned teacher.
 
 Reads ``<run_dir>/data/{labels.json,train,dev,test}``; writes ``<run_dir>/teacher/model/`` (the best
 epoch on dev, model + tokenizer) and ``<run_dir>/teacher/metrics.json``, both in one atomic rename.
+Every finished epoch is saved to ``<run_dir>/teacher-resume/`` with the optimizer, scheduler and random
+states, so a run cut short goes on from there (``training.stages.teacher_resume``); ``teacher.patience``
+stops when dev accuracy has not improved for that many epochs.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from training.stages.teacher_model import (
     save_teacher,
     torch_threads,
 )
+from training.stages.teacher_resume import EpochProgress, TeacherResume
 
 
 def _seed_everything(seed: int) -> None:
@@ -70,7 +74,7 @@ def teacher_settings(config: RunConfig) -> dict[str, Any]:
     ``finetune`` only when false, so teachers finished before those options existed still match."""
     teacher = config.teacher.model_dump()
     teacher.pop("threads")
-    return without_late_defaults(teacher, {"train_texts": 0, "finetune": True})
+    return without_late_defaults(teacher, {"train_texts": 0, "finetune": True, "patience": 0})
 
 
 def _optimizer(
@@ -177,10 +181,18 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
     steps = epochs * math.ceil(len(train) / config.teacher.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps)
     generator = torch.Generator().manual_seed(config.seed)
-
-    history: list[dict[str, Any]] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    for epoch in range(1, epochs + 1):
+    resume = TeacherResume(run_dir, fingerprint(key))
+    done = resume.load(model, optimizer, scheduler, generator)  # the epochs a cut-short run finished
+    if done.epoch:
+        note(f"teacher: resuming after epoch {done.epoch} of {epochs} (best so far: epoch {done.best_epoch}, "
+             f"dev acc {done.best_acc:.4f})")
+    history = done.history
+    best_acc, best_epoch = done.best_acc, done.best_epoch
+    patience = config.teacher.patience
+    for epoch in range(done.epoch + 1, epochs + 1):
+        if patience and epoch - best_epoch > patience:
+            note(f"teacher: dev accuracy has not improved for {patience} epochs; stopping after epoch {epoch - 1}")
+            break
         epoch_start = time.perf_counter()
         loss = _train_epoch(
             model,
@@ -204,9 +216,12 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
             }
         )
         note(f"teacher epoch {epoch}: train loss {loss:.4f}, dev acc {dev_acc:.4f}")
-        if dev_acc > best_acc:  # model selection on dev, as the paper does for every model
+        improved = dev_acc > best_acc  # model selection on dev, as the paper does for every model
+        if improved:
             best_acc, best_epoch = dev_acc, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        resume.save(EpochProgress(epoch, history, best_acc, best_epoch), model, optimizer, scheduler, generator,
+                    improved)
+    best_state = resume.best_state(EpochProgress(epochs, history, best_acc, best_epoch))
     if best_state is not None:
         model.load_state_dict(best_state)
     test_logits = predict_logits(model, tokenizer, test.texts, config.teacher.batch_size, max_length)
@@ -221,9 +236,11 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
         "best_epoch": best_epoch,
         "dev_acc": best_acc,
         "test_acc": accuracy(test_logits, test.labels),
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),  # this process's; each epoch's is in "epochs"
+        "resumed_after_epoch": done.epoch,
     }
     save_teacher(out, model, tokenizer, metrics, key)
+    resume.clear()  # the teacher folder is in place: the epochs are no longer needed
 
 
 
