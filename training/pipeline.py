@@ -26,7 +26,16 @@ from training.config import RunConfig
 from training.stages.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.stages.export import export_student
 from training.stages.features import featurize_corpus, open_features
-from training.stages.run_folder import RunFolder, StepInputMissing, done_file, fingerprint, is_done, write_done
+from training.stages.run_folder import (
+    RunFolder,
+    StepInputMissing,
+    clear_done,
+    done_file,
+    fingerprint,
+    is_done,
+    read_done,
+    write_done,
+)
 from training.stages.student import select_bags
 from training.stages.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
 from training.stages.vocab import build_vocab_from_chunks, load_vocab_featurizer
@@ -151,17 +160,20 @@ def holds_out_slice(config: RunConfig) -> bool:
     return config.distill.router_holdout > 0 and config.distill.router_student == "served"
 
 
-def student_inputs_key(config: RunConfig, name: str) -> str:
-    """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels,
-    for FT the distilled weights it starts from."""
+def student_inputs_key(config: RunConfig, name: str, shadow: bool = False) -> str:
+    """What a student step trains on: vocabulary, data, architecture, and for KD the teacher labels (and
+    the router's slice when it is left out), for FT the distilled weights it starts from. ``shadow``: the
+    router's shadow student (``runs/<name>/router-student``), distilled on the corpus less the slice."""
     folder = config.run_folder
     base = [features_key(config), config.student, config.seed]
     if name == "kd":
-        if holds_out_slice(config):  # the slice left out (none: the key of a run without the option)
+        if shadow:
+            base.append("router-student")
+        if shadow or holds_out_slice(config):  # the slice left out (none: the key of a run without the option)
             base.append([config.distill.router_holdout, config.distill.router_holdout_max])
         base.extend(_labels_facts(folder))
     if name == "ft":
-        base.append(_read(done_file(folder.student, "kd")))
+        base.append(_read(done_file(folder.router_student if shadow else folder.student, "kd")))
     return fingerprint(*base)
 
 
@@ -301,19 +313,21 @@ def step_router_student(config: RunConfig) -> None:
     folder = config.run_folder
     out = folder.router_student
     split = corpus_split(config)
-    if split.holdout.size < MIN_SLICE_TEXTS:  # the cascade step says why there is no router
-        note(f"[router-student] skipped: the router's slice has {split.holdout.size} texts (fewer than "
-             f"{MIN_SLICE_TEXTS}); raise distill.router_holdout or the corpus")
+    if split.holdout.size < MIN_SLICE_TEXTS:  # marked so: the cascade step says why there is no router
+        why = (f"the router's slice has {split.holdout.size} texts (fewer than {MIN_SLICE_TEXTS}); raise "
+               "distill.router_holdout or the corpus")
+        note(f"[router-student] skipped: {why}")
+        write_done(out, student_inputs_key(config, "kd", shadow=True), {"skipped": why,
+                                                                        "slice_texts": int(split.holdout.size)})
         return
+    if (read_done(out) or {}).get("skipped"):  # an earlier skip: not a finished shadow student
+        clear_done(out)
     note(f"[router-student] KD on {split.kd.size} corpus texts; {split.holdout.size} held out for the router")
-    kd_key = fingerprint(features_key(config), config.student, config.seed, "router-student",
-                         [config.distill.router_holdout, config.distill.router_holdout_max], *_labels_facts(folder))
-    result = _distill(config, split.kd, out, kd_key)
+    result = _distill(config, split.kd, out, student_inputs_key(config, "kd", shadow=True))
     stage = "kd"
     if config.finetune.enabled:
         result = _train_labeled(config, "ft", "kd", _ft_spec(config), out,
-                                fingerprint(features_key(config), config.student, config.seed,
-                                            _read(done_file(out, "kd"))))
+                                student_inputs_key(config, "ft", shadow=True))
         stage = "ft"
     key = fingerprint(_read(done_file(out, stage)), config.vocab, config.export.dtype)
     if is_done(out, key) and (folder.router_student_dir / "manifest.json").is_file():
@@ -330,14 +344,11 @@ def step_cascade(config: RunConfig) -> None:
     if not config.evaluate.cascade:
         return
     from training.stages.cascade import calibrate_cascade
-    from training.stages.holdout import corpus_split
-    from training.stages.router import MIN_SLICE_TEXTS
 
     config.run_folder.require("export")
     config.run_folder.require("teacher-export")
-    if shadow_wanted(config) and not (config.run_folder.router_student_dir / "manifest.json").is_file() \
-            and corpus_split(config).holdout.size >= MIN_SLICE_TEXTS:
-        raise StepInputMissing(config.run_folder.router_student_dir / "manifest.json", "router-student")
+    if shadow_wanted(config) and read_done(config.run_folder.router_student) is None:  # trained, or marked skipped
+        raise StepInputMissing(done_file(config.run_folder.router_student), "router-student")
     calibrate_cascade(config, config.evaluate.cascade_tolerance,
                       config.evaluate.cascade_report or f"reports/cascade-{config.name}")
 

@@ -21,6 +21,8 @@ from training.pipeline import STEPS, run_steps, student_inputs_key
 from training.stages.cascade import cascade_accuracy, collect
 from training.stages.features import open_features
 from training.stages.holdout import corpus_split, holdout_texts
+from training.stages.router import MIN_SLICE_TEXTS
+from training.stages.run_folder import StepInputMissing
 from training.testing.tiny_models import make_tiny_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -171,6 +173,30 @@ def test_with_router_student_served_the_slice_stays_out_of_the_served_students_k
     report = json.loads((tmp_path / "cascade-served.json").read_text())
     assert report["router"]["answers_from"] == "served student"
     assert report["router"]["slice_texts"] == corpus_split(config).holdout.size > 0
+
+
+def test_a_slice_too_small_for_a_router_is_marked_skipped_and_the_cascade_says_why(tiny_run: RunConfig,
+                                                                                   tmp_path: Path) -> None:
+    data = tiny_run.model_dump(mode="json")
+    data.update(name="tiny-small-slice", workdir=str(tmp_path / "run"), models_dir=str(tmp_path / "models"),
+                reuse_teacher_run=str(tiny_run.run_dir))
+    data["distill"]["router_holdout"] = 0.005  # a few texts of the 1,500: fewer than a router needs
+    data["scratch"]["enabled"] = False
+    data["evaluate"] |= {"fasttext": False, "report": str(tmp_path / "accuracy-small"),
+                         "cascade_report": str(tmp_path / "cascade-small")}
+    config = config_from_dict(data, "tiny-small-slice")
+    run_steps(config, [s for s in STEPS if s != "cascade"])
+    marker = json.loads((config.run_folder.router_student / "done.json").read_text())
+    assert marker["slice_texts"] == corpus_split(config).holdout.size < MIN_SLICE_TEXTS
+    assert not config.run_folder.router_student_dir.exists()
+    (config.run_folder.router_student / "done.json").unlink()  # no marker: the cascade asks for the step
+    with pytest.raises(StepInputMissing, match="router-student"):
+        run_steps(config, ["cascade"])
+    run_steps(config, ["router-student", "cascade"])
+    report = json.loads((tmp_path / "cascade-small.json").read_text())
+    assert report["router"] is None
+    assert report["no_router"] == f"no shadow student: {marker['skipped']}"
+    assert "raise distill.router_holdout" in (tmp_path / "cascade-small.md").read_text()
 
 
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:

@@ -41,6 +41,7 @@ from training.stages.router import (
     fit_router,
     fit_temperature,
 )
+from training.stages.run_folder import read_done
 
 __all__ = ["Answers", "calibrate_cascade", "cascade_accuracy", "fit_temperature", "operating_point"]
 
@@ -171,7 +172,9 @@ def calibrate_cascade(config: RunConfig, tolerance: float = 0.005, report: str =
         shadow_dir = config.run_folder.router_student_dir
         try:
             if shadow and not (shadow_dir / "manifest.json").is_file():
-                raise RouterFitError(f"{shadow_dir}: no shadow student (step router-student trains one when the "
+                skipped = (read_done(config.run_folder.router_student) or {}).get("skipped")
+                raise RouterFitError(f"no shadow student: {skipped}" if skipped else
+                                     f"{shadow_dir}: no shadow student (step router-student trains one when the "
                                      f"router's slice holds at least {MIN_SLICE_TEXTS} texts)")
             answering = StudentRuntime.load(shadow_dir, RuntimeOptions(threads=threads)) if shadow else student
             router = fit_router(slice_answers(config, answering), e.router_gap, e.router_max_share, config.seed)
