@@ -20,7 +20,7 @@ import typer
 
 # A ProjectError becomes one line and a non-zero exit; anything else propagates.
 from sdcore.errors import exit_on_project_error as guarded
-from training.cli import ConfigOption, fetch_data, run
+from training.cli import ConfigOption, fetch_data, run, status
 
 T = TypeVar("T")
 
@@ -59,6 +59,7 @@ app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_
 # The pipeline's two commands are ``python -m training``'s, registered here as they are.
 app.command()(run)
 app.command("fetch-data")(fetch_data)
+app.command()(status)
 
 
 # Each short task name is its demo config (the runs `sd peers` scores); the longer runs are columns of their own.

@@ -52,6 +52,19 @@ def run(
     exit_on_project_error(lambda: run_pipeline(config, from_step, until, step))
 
 
+@app.command()
+def status(config: ConfigOption) -> None:
+    """Where the run stands: each step done, part done (how far) or not started, and its recorded time."""
+    from training.config import load_config
+    from training.run_status import render_status, run_status
+
+    def show() -> None:
+        loaded = load_config(config)
+        typer.echo(render_status(loaded, run_status(loaded)))
+
+    exit_on_project_error(show)
+
+
 @app.command("fetch-data")
 def fetch_data(
     cache_dir: Annotated[Path, typer.Option(help="Where the corpora are cached.")] = Path(".cache/data"),

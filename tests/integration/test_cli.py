@@ -108,3 +108,16 @@ def test_editing_the_training_data_makes_the_teacher_stale(tmp_path: Path) -> No
     (tmp_path / "train.jsonl").write_text(GOOD_TRAIN.replace('"neg"', '"pos"', 1), encoding="utf-8")
     prepare_data(config)
     assert not teacher_is_done(config)
+
+
+def test_status_shows_the_steps_of_a_run_and_a_bad_config_is_one_line(tmp_path: Path) -> None:
+    config = write_files_config(tmp_path, GOOD_TRAIN)
+    result = runner.invoke(app, ["status", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "| teacher | not started |" in result.output and "goes on from data" in result.output
+    assert runner.invoke(app, ["run", "-c", str(config), "--step", "data"]).exit_code == 0
+    result = runner.invoke(app, ["status", "-c", str(config)])
+    assert "| data | done |" in result.output and "goes on from teacher" in result.output
+    assert "| scratch |" in result.output
+    line = one_line_error(["status", "-c", str(tmp_path / "missing.toml")], 2)
+    assert "missing.toml" in line

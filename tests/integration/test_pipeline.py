@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from training.config import RunConfig, config_from_dict
 from training.data.task_data import TaskData, iter_corpus, load_split
 from training.data.tasks import normalized
 from training.pipeline import STEPS, run_steps, student_inputs_key
+from training.run_status import render_status, run_status
 from training.stages.cascade import cascade_accuracy, collect
 from training.stages.features import open_features
 from training.stages.holdout import corpus_split, holdout_texts
@@ -197,6 +199,29 @@ def test_a_slice_too_small_for_a_router_is_marked_skipped_and_the_cascade_says_w
     assert report["router"] is None
     assert report["no_router"] == f"no shadow student: {marker['skipped']}"
     assert "raise distill.router_holdout" in (tmp_path / "cascade-small.md").read_text()
+
+
+def test_status_of_a_finished_run_and_of_one_cut_short_in_labeling(tiny_run: RunConfig, tmp_path: Path) -> None:
+    rows = {r.step: r for r in run_status(tiny_run)}
+    assert list(rows) == list(STEPS)
+    assert {r.state for r in rows.values()} == {"done"}, rows
+    labels = json.loads((tiny_run.run_dir / "labels" / "done.json").read_text())
+    assert labels["shards"] > 1
+    assert rows["label"].detail.startswith(f"{labels['texts']:,} texts in {labels['shards']} shards")
+    assert rows["kd"].recorded_s > 0 and "best epoch" in rows["kd"].detail
+    assert "every step is done" in render_status(tiny_run, list(rows.values()))
+    # the same run with its label step cut after one shard: part done, how far, where `sd run` goes on
+    data = tiny_run.model_dump(mode="json") | {"workdir": str(tmp_path / "run"), "models_dir": str(tmp_path / "m")}
+    cut = config_from_dict(data, "tiny-cut")
+    shutil.copytree(tiny_run.run_dir / "data", cut.run_dir / "data")
+    (cut.run_dir / "labels").mkdir(parents=True)
+    for name in ("logits-00000.npy", "logits-00000.sha256"):
+        shutil.copy(tiny_run.run_dir / "labels" / name, cut.run_dir / "labels" / name)
+    rows = {r.step: r for r in run_status(cut)}
+    assert rows["label"].state == "part done"
+    assert rows["label"].detail.startswith(f"1 of {labels['shards']} shards of 700 texts")
+    assert rows["kd"].state == "not started" and rows["data"].recorded_s == 0
+    assert "goes on from teacher" in render_status(cut, list(rows.values()))
 
 
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:

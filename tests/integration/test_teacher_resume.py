@@ -15,6 +15,7 @@ import torch
 from tests.integration.conftest import tiny_teacher_config
 from training.config import RunConfig
 from training.data.task_data import TaskData
+from training.run_status import run_status
 from training.stages import teacher as teacher_stage
 from training.stages.teacher import finetune_teacher
 from training.stages.teacher_model import METRICS_FILE, TEACHER_DIR, load_classifier
@@ -78,6 +79,10 @@ def test_a_run_cut_short_resumes_after_its_last_epoch_and_ends_as_an_uninterrupt
     saved = torch.load(cut.run_dir / RESUME_DIR / STATE, weights_only=False)
     assert saved["epoch"] == 1 and len(saved["history"]) == 1
     assert [p.name for p in (cut.run_dir / RESUME_DIR).glob("best-e*.pt")] == ["best-e001.pt"]
+    teacher_row = next(r for r in run_status(cut) if r.step == "teacher")  # what `sd status` shows meanwhile
+    assert teacher_row.state == "part done"
+    assert f"1 of up to {EPOCHS} epochs (dev acc: {saved['history'][0]['dev_acc']:.4f}" in teacher_row.detail
+    assert "resumes after epoch 1" in teacher_row.detail
 
     finetune_teacher(cut)
     resumed, reference = _metrics(cut), _metrics(whole)
@@ -93,6 +98,8 @@ def test_a_run_cut_short_resumes_after_its_last_epoch_and_ends_as_an_uninterrupt
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
     assert not (cut.run_dir / RESUME_DIR).exists()
+    teacher_row = next(r for r in run_status(cut) if r.step == "teacher")
+    assert (teacher_row.state, teacher_row.detail.split(",")[0]) == ("done", f"{EPOCHS} epoch(s)")
 
 
 def test_a_state_made_for_other_settings_is_not_resumed(base_run: RunConfig, tmp_path: Path,

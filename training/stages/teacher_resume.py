@@ -8,6 +8,7 @@ epoch ``<run_dir>/teacher-resume/`` receives, each file written whole (a tempora
 - ``state.pt``: this epoch's weights, the AdamW moments, the scheduler's step, the shuffling generator,
   the Python / numpy / torch random states, the history and which ``best-eNNN.pt`` is the best; it is
   written after the best weights, so the state never names a file that is not complete;
+- ``progress.json``: the epochs so far (dev accuracy, seconds), for ``sd status``;
 - older ``best-eNNN.pt`` files are removed only after the state that no longer names them is in place.
 
 The state records the fingerprint of the teacher's settings, seed and labeled data: a state made for
@@ -26,8 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from sdcore.atomic import atomic_write_json
+
 RESUME_DIR = "teacher-resume"
 STATE = "state.pt"
+PROGRESS = "progress.json"  # the epochs so far, small: what `sd status` reads beside a running job
 
 
 @dataclass
@@ -101,6 +105,8 @@ class TeacherResume:
                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                "python_random": random.getstate(), "numpy_random": np.random.get_state(),
                "torch_random": torch.get_rng_state()}, self.folder / STATE)
+        atomic_write_json(self.folder / PROGRESS, {"epoch": progress.epoch, "history": progress.history,
+                                                   "best_acc": progress.best_acc, "best_epoch": progress.best_epoch})
         keep = _best_name(progress.best_epoch)
         for old in self.folder.glob("best-e*.pt"):
             if old.name != keep:
