@@ -84,7 +84,16 @@ def test_every_step_writes_its_outputs(tiny_run: RunConfig) -> None:
                                                 abs=1e-3)
     # The exported float16 student agrees with the PyTorch student it came from.
     assert report["exported_student"]["max_abs_prob_diff_vs_torch"] < 5e-3
-    assert Path(tiny_run.evaluate.report).with_suffix(".md").read_text().startswith("# Accuracy")
+    markdown = Path(tiny_run.evaluate.report).with_suffix(".md").read_text()
+    assert markdown.startswith("# Accuracy")
+    # what the run cost: the teacher's epochs and speed, each step's time before evaluate
+    metrics = json.loads((tiny_run.run_dir / "teacher" / "metrics.json").read_text())
+    cost = report["meta"]["teacher_training"]
+    assert [e["dev_acc"] for e in cost["epochs"]] == [e["dev_acc"] for e in metrics["epochs"]]
+    assert cost["best_epoch"] == metrics["best_epoch"] and cost["train_texts_per_s"] > 0
+    assert set(report["meta"]["step_seconds"]) >= {"data", "teacher", "label", "kd", "ft", "export"}
+    assert f"Teacher fine-tuning: {len(metrics['epochs'])} epoch(s), best {metrics['best_epoch']}" in markdown
+    assert "Step times (run.json, minutes): data " in markdown
 
 
 def test_cascade_is_calibrated_and_stored(tiny_run: RunConfig) -> None:

@@ -65,6 +65,27 @@ def _labeling_facts(config: RunConfig) -> dict[str, Any]:
     return {k: done.get(k) for k in ("texts", "texts_labeled", "seconds", "texts_per_second")}
 
 
+def _teacher_facts(teacher: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's epochs (dev accuracy, seconds each; resumed epochs included), its best epoch and its
+    fine-tuning speed, from its metrics (an older teacher without per-epoch records gives none)."""
+    epochs = [{k: e.get(k) for k in ("epoch", "dev_acc", "seconds")} for e in teacher.get("epochs") or []]
+    seconds = sum(float(e["seconds"] or 0.0) for e in epochs)
+    texts = teacher.get("train_texts")
+    return {"epochs": epochs, "best_epoch": teacher.get("best_epoch"), "train_seconds": round(seconds, 1),
+            "train_texts_per_s": round(texts * len(epochs) / seconds, 2) if texts and seconds else None}
+
+
+def step_seconds(run_dir: Path) -> dict[str, float]:
+    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json`` (a step cut
+    short and resumed is counted in its finishing invocation; the teacher's epochs say how long each took)."""
+    path = run_dir / "run.json"
+    history = (json.loads(path.read_text()).get("history") or []) if path.is_file() else []
+    out: dict[str, float] = {}
+    for entry in history:
+        out[entry["step"]] = round(out.get(entry["step"], 0.0) + float(entry.get("wall_s", 0.0)), 1)
+    return out
+
+
 def _corpus_counts(config: RunConfig) -> dict[str, Any]:
     """Where the transfer corpus came from, and what the leak rule and dedup dropped (data/stats.json)."""
     path = config.run_folder.data / "stats.json"
@@ -118,6 +139,8 @@ def evaluate_run(config: RunConfig) -> dict[str, Any]:
         "teacher_max_length": teacher.get("max_length"),
         "teacher_base_model": teacher.get("base_model"),
         "labeling": _labeling_facts(config),
+        "teacher_training": _teacher_facts(teacher),
+        "step_seconds": step_seconds(config.run_dir),
         "corpus_sources": _corpus_counts(config),
     }
     report = Path(config.evaluate.report or f"reports/accuracy-{config.name}")
@@ -178,4 +201,23 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if "fasttext" in results:
         lines.append(f"fastText hyper-parameters chosen on dev: {results['fasttext']['params']}")
+    lines += _cost_lines(meta)
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(meta: dict[str, Any]) -> list[str]:
+    """What the run cost: the teacher's epochs, labeling speed, each step's time (absent in older reports)."""
+    lines: list[str] = []
+    t = meta.get("teacher_training") or {}
+    if t.get("epochs"):
+        epochs = ", ".join(f"{e['epoch']}: dev {e['dev_acc']:.4f} in {e['seconds'] / 60:.0f} min" for e in t["epochs"])
+        lines += ["", f"Teacher fine-tuning: {len(t['epochs'])} epoch(s), best {t['best_epoch']} ({epochs}); "
+                      f"{t['train_texts_per_s']} texts/s."]
+    lab = meta.get("labeling") or {}
+    if lab.get("texts_per_second"):
+        lines.append(f"Labeling: {lab['texts_labeled']} texts labeled in this run's label step, "
+                     f"{lab['texts_per_second']} texts/s.")
+    steps = meta.get("step_seconds") or {}
+    if steps:
+        lines.append("Step times (run.json, minutes): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in steps.items()))
+    return lines
