@@ -11,6 +11,7 @@ it was made from; a step whose inputs or settings changed is redone.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -317,6 +318,7 @@ def step_router_student(config: RunConfig) -> None:
         why = (f"the router's slice has {split.holdout.size} texts (fewer than {MIN_SLICE_TEXTS}); raise "
                "distill.router_holdout or the corpus")
         note(f"[router-student] skipped: {why}")
+        shutil.rmtree(folder.router_student_dir, ignore_errors=True)  # a shadow student of other settings
         write_done(out, student_inputs_key(config, "kd", shadow=True), {"skipped": why,
                                                                         "slice_texts": int(split.holdout.size)})
         return
