@@ -9,6 +9,7 @@ they no longer match.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -75,12 +76,25 @@ def _label(config: RunConfig) -> tuple[State, str]:
     if done is not None:
         return "done", (f"{done.get('texts', 0):,} texts in {done.get('shards', 0)} shards, "
                         f"{done.get('texts_per_second', '-')} texts/s")
-    shards = len(list(out.glob("logits-*.sha256"))) if out.is_dir() else 0
-    if not shards:
+    digests = sorted(out.glob("logits-*.sha256")) if out.is_dir() else []
+    if not digests:
         return "not started", ""
-    corpus = done_file(config.run_folder.data).is_file() and _corpus_texts(config)
+    corpus = _corpus_texts(config) if done_file(config.run_folder.data).is_file() else 0
     total = math.ceil(corpus / config.labeling.shard_size) if corpus else 0
-    return "part done", f"{shards} of {total or '?'} shards of {config.labeling.shard_size:,} texts; resumes by shard"
+    detail = f"{len(digests)} of {total or '?'} shards of {config.labeling.shard_size:,} texts; resumes by shard"
+    pace = shard_pace([p.stat().st_mtime for p in digests])
+    if pace and total > len(digests):
+        detail += (f"; {config.labeling.shard_size / pace:.1f} texts/s over the last shards, about "
+                   f"{(total - len(digests)) * pace / 3600:.1f} h to go while it runs")
+    return "part done", detail
+
+
+def shard_pace(finished_at: list[float], last: int = 8) -> float | None:
+    """Seconds a shard, the median gap between the last ``last`` shards written (a pause between sessions is
+    one gap, which the median leaves out); None with fewer than 3 shards."""
+    times = sorted(finished_at)[-(last + 1):]
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    return gaps[len(gaps) // 2] if len(gaps) >= 2 and gaps[len(gaps) // 2] > 0 else None
 
 
 def _corpus_texts(config: RunConfig) -> int:
