@@ -21,6 +21,7 @@ from sdcore.model_format import MANIFEST
 from training.config import RunConfig
 from training.data.task_data import count_corpus
 from training.pipeline import STEPS, TEACHER_STEPS, shadow_wanted
+from training.stages.distill import progress_file
 from training.stages.run_folder import done_file, read_done
 from training.stages.teacher_resume import PROGRESS, RESUME_DIR
 
@@ -101,13 +102,22 @@ def _corpus_texts(config: RunConfig) -> int:
     return count_corpus(config.run_dir, config.data.max_corpus_texts)
 
 
-def _student(config: RunConfig, folder: Path, stage: str) -> tuple[State, str]:
+def student_state(folder: Path, stage: str) -> tuple[State, str]:
+    """A student stage in ``folder`` (a run's ``student/`` or ``router-student/``): done, or how far its
+    checkpoint is."""
     done = read_done(folder, stage)
     if done is not None:
         history = done.get("history") or []
         return "done", (f"best epoch {done.get('best_epoch', '-')} of {len(history)}: dev "
                         f"{_acc(done.get('best_dev_acc'))}")
     last = folder / f"{stage}-last.pt"
+    progress = _json(folder / progress_file(stage))
+    if last.is_file() and progress:
+        history = progress.get("history") or []
+        accs = ", ".join(_acc(h.get("dev_acc")) for h in history)
+        return "part done", (f"{progress.get('epoch')} of {progress.get('epochs')} epochs (dev acc: {accs}) in "
+                             f"{float(progress.get('wall_s', 0.0)) / 60:.0f} min; resumes after epoch "
+                             f"{progress.get('epoch')}")
     if last.is_file():
         return "part done", f"a checkpoint saved {_when(last)}; resumes after its epoch"
     return "not started", ""
@@ -124,7 +134,7 @@ def _router_student(config: RunConfig) -> tuple[State, str]:
         return "done", (f"{done.get('stage', '-')}, KD on {done.get('kd_texts', 0):,} texts; the slice "
                         f"{done.get('slice_texts', 0):,}")
     for stage in ("ft", "kd"):
-        state, detail = _student(config, out, stage)
+        state, detail = student_state(out, stage)
         if state != "not started":
             return "part done", f"{stage}: {detail}"
     return "not started", ""
@@ -166,7 +176,7 @@ def run_status(config: RunConfig) -> list[StepState]:
             state, detail = _label(config)
         elif step in ("kd", "ft", "scratch"):
             enabled = {"kd": True, "ft": config.finetune.enabled, "scratch": config.scratch.enabled}[step]
-            state, detail = _student(config, config.run_folder.student, step) if enabled else ("off", "")
+            state, detail = student_state(config.run_folder.student, step) if enabled else ("off", "")
         elif step == "router-student":
             state, detail = _router_student(config)
         else:

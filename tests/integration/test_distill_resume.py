@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.run_status import student_state
 from training.stages import distill
 from training.stages.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.stages.student import DAN, Bags, drop_features, predict_logits, select_bags
@@ -111,6 +112,11 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
         run(fresh_model(), SPEC, tmp_path)
     assert (tmp_path / "student-last.pt").is_file()
     assert not (tmp_path / "student-done.json").exists()
+    progress = json.loads((tmp_path / distill.progress_file("student")).read_text())  # what `sd status` reads
+    assert (progress["epoch"], progress["epochs"], len(progress["history"])) == (fail_on - 1, 4, fail_on - 1)
+    state, detail = student_state(tmp_path, "student")
+    assert state == "part done" and detail.startswith(f"{fail_on - 1} of 4 epochs (dev acc: ")
+    assert detail.endswith(f"resumes after epoch {fail_on - 1}")
 
     calls = count_accuracy_calls(monkeypatch)
     # Another initialisation: whatever the resumed run starts from must come from the checkpoint.
@@ -124,6 +130,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
     assert (result.best_epoch, result.best_dev_acc) == (full_result.best_epoch, full_result.best_dev_acc)
     assert_same_weights(resumed, full_model)
     assert not (tmp_path / "student-last.pt").exists()
+    assert not (tmp_path / distill.progress_file("student")).exists()
+    assert student_state(tmp_path, "student")[0] == "done"
     assert json.loads((tmp_path / "student-done.json").read_text())["best_epoch"] == full_result.best_epoch
 
 

@@ -103,6 +103,11 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def progress_file(name: str) -> str:
+    """The JSON beside ``<name>-last.pt`` that says how far it is (epoch, history, seconds)."""
+    return f"{name}-progress.json"
+
+
 def train_student(
     model: DAN,
     spec: TrainSpec,
@@ -120,6 +125,7 @@ def train_student(
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / f"{name}-last.pt", ckpt_dir / f"{name}-best.pt"
+    progress_path = ckpt_dir / progress_file(name)  # the last checkpoint's epochs, small: for `sd status`
     done_path = done_file(ckpt_dir, name)
     spec_dict = asdict(spec)
     spec_dict["betas"] = list(spec.betas)
@@ -207,8 +213,10 @@ def train_student(
                 },
                 last_path,
             )
+            atomic_write_json(progress_path, {"epoch": epoch + 1, "epochs": spec.epochs, **asdict(result)})
     del sparse_opt, dense_opt
     model.load_state_dict(torch.load(best_path, weights_only=True))
     atomic_write_json(done_path, {"spec": spec_dict, **asdict(result)})
     last_path.unlink(missing_ok=True)
+    progress_path.unlink(missing_ok=True)
     return result
