@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+def atomic_write_with(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` writes a temporary sibling (same suffix, so ``np.save`` and ``torch.save`` keep its
+    name), renamed into place when it returns; removed if it raises."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write_with(path, lambda tmp: np.save(tmp, array))
 
 
 @contextmanager

@@ -19,10 +19,9 @@ from typing import Any, Literal
 
 from sdcore.model_format import MANIFEST
 from training.config import RunConfig
-from training.data.task_data import count_corpus
 from training.pipeline import STEPS, TEACHER_STEPS, shadow_wanted
 from training.stages.distill import progress_file
-from training.stages.run_folder import done_file, read_done
+from training.stages.run_folder import read_done, step_seconds
 from training.stages.teacher_resume import PROGRESS, RESUME_DIR
 
 State = Literal["done", "part done", "not started", "off", "reused", "skipped"]
@@ -80,7 +79,7 @@ def _label(config: RunConfig) -> tuple[State, str]:
     digests = sorted(out.glob("logits-*.sha256")) if out.is_dir() else []
     if not digests:
         return "not started", ""
-    corpus = _corpus_texts(config) if done_file(config.run_folder.data).is_file() else 0
+    corpus = _json(config.run_folder.data / "stats.json").get("corpus", {}).get("texts", 0)  # as written
     total = math.ceil(corpus / config.labeling.shard_size) if corpus else 0
     detail = f"{len(digests)} of {total or '?'} shards of {config.labeling.shard_size:,} texts; resumes by shard"
     pace = shard_pace([p.stat().st_mtime for p in digests])
@@ -96,10 +95,6 @@ def shard_pace(finished_at: list[float], last: int = 8) -> float | None:
     times = sorted(finished_at)[-(last + 1):]
     gaps = sorted(b - a for a, b in itertools.pairwise(times))
     return gaps[len(gaps) // 2] if len(gaps) >= 2 and gaps[len(gaps) // 2] > 0 else None
-
-
-def _corpus_texts(config: RunConfig) -> int:
-    return count_corpus(config.run_dir, config.data.max_corpus_texts)
 
 
 def student_state(folder: Path, stage: str) -> tuple[State, str]:
@@ -164,7 +159,7 @@ def _simple(config: RunConfig, step: str) -> tuple[State, str]:
 
 def run_status(config: RunConfig) -> list[StepState]:
     """Every step of ``config``'s run: its state, what it has made so far, its recorded time."""
-    history = _json(config.run_dir / "run.json").get("history") or []
+    seconds = step_seconds(config.run_dir)
     rows: list[StepState] = []
     for step in STEPS:
         state: State
@@ -181,8 +176,7 @@ def run_status(config: RunConfig) -> list[StepState]:
             state, detail = _router_student(config)
         else:
             state, detail = _simple(config, step)
-        seconds = sum(float(h.get("wall_s", 0.0)) for h in history if h.get("step") == step)
-        rows.append(StepState(step, state, detail, round(seconds, 1)))
+        rows.append(StepState(step, state, detail, seconds.get(step, 0.0)))
     return rows
 
 

@@ -13,7 +13,6 @@ epoch boundary.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from sdcore.atomic import atomic_write_json
 from training.progress import note, progress
-from training.stages.run_folder import done_file
+from training.stages.run_folder import done_file, save_checkpoint
 from training.stages.student import DAN, Bags, drop_features, predict_logits, select_bags
 
 
@@ -95,12 +94,6 @@ def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
         return max(0.0, (total_steps - step) / max(total_steps - warmup, 1))
 
     return factor
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def progress_file(name: str) -> str:
@@ -195,11 +188,11 @@ def train_student(
         note(f"[{name}] epoch {epoch + 1}: loss {loss_sum / steps_per_epoch:.4f} dev acc {dev_acc:.4f}")
         if dev_acc > result.best_dev_acc:
             result.best_dev_acc, result.best_epoch = dev_acc, epoch + 1
-            _atomic_torch_save(model.state_dict(), best_path)
+            save_checkpoint(model.state_dict(), best_path)
         result.wall_s = elapsed_before + time.perf_counter() - started
         last_epoch = epoch + 1 == spec.epochs
         if not last_epoch and spec.checkpoint_every and (epoch + 1) % spec.checkpoint_every == 0:
-            _atomic_torch_save(
+            save_checkpoint(
                 {
                     "spec": spec_dict,
                     "epoch": epoch,

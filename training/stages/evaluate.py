@@ -22,7 +22,7 @@ from service.runtimes.student import StudentRuntime
 from training.config import RunConfig
 from training.intervals import wilson
 from training.stages.fasttext_baseline import train_fasttext
-from training.stages.run_folder import read_done
+from training.stages.run_folder import read_done, step_seconds
 from training.stages.student import predict_logits
 from training.stages.student_runs import final_stage, has_stage, labeled_bags, load_stage
 
@@ -73,17 +73,6 @@ def _teacher_facts(teacher: dict[str, Any]) -> dict[str, Any]:
     texts = teacher.get("train_texts")
     return {"epochs": epochs, "best_epoch": teacher.get("best_epoch"), "train_seconds": round(seconds, 1),
             "train_texts_per_s": round(texts * len(epochs) / seconds, 2) if texts and seconds else None}
-
-
-def step_seconds(run_dir: Path) -> dict[str, float]:
-    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json`` (a step cut
-    short and resumed is counted in its finishing invocation; the teacher's epochs say how long each took)."""
-    path = run_dir / "run.json"
-    history = (json.loads(path.read_text()).get("history") or []) if path.is_file() else []
-    out: dict[str, float] = {}
-    for entry in history:
-        out[entry["step"]] = round(out.get(entry["step"], 0.0) + float(entry.get("wall_s", 0.0)), 1)
-    return out
 
 
 def _corpus_counts(config: RunConfig) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sdcore.atomic import atomic_write_json
+from sdcore.atomic import atomic_write_json, atomic_write_with
 from sdcore.errors import ProjectError
 from sdcore.model_format import MANIFEST
 
@@ -72,6 +72,25 @@ def files_digest(paths: list[Path]) -> str:
             while block := fh.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def step_seconds(run_dir: Path) -> dict[str, float]:
+    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json`` (a step cut
+    short and resumed is counted in its finishing invocation; the teacher's epochs say how long each took)."""
+    path = run_dir / "run.json"
+    history = (json.loads(path.read_text()).get("history") or []) if path.is_file() else []
+    out: dict[str, float] = {}
+    for entry in history:
+        out[entry["step"]] = round(out.get(entry["step"], 0.0) + float(entry.get("wall_s", 0.0)), 1)
+    return out
+
+
+def save_checkpoint(obj: object, path: Path) -> None:
+    """``torch.save`` whole or not at all (a temporary sibling, then a rename): a run cut short while
+    saving keeps its previous checkpoint."""
+    import torch
+
+    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def done_file(folder: Path, stage: str = "") -> Path:

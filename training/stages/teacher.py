@@ -221,7 +221,7 @@ def _finetune(config: RunConfig, out: Path, key: dict[str, Any]) -> None:
             best_acc, best_epoch = dev_acc, epoch
         resume.save(EpochProgress(epoch, history, best_acc, best_epoch), model, optimizer, scheduler, generator,
                     improved)
-    best_state = resume.best_state(EpochProgress(epochs, history, best_acc, best_epoch))
+    best_state = resume.best_state(best_epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     test_logits = predict_logits(model, tokenizer, test.texts, config.teacher.batch_size, max_length)

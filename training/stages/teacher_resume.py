@@ -18,7 +18,6 @@ resume folder is removed too.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from sdcore.atomic import atomic_write_json
+from training.stages.run_folder import save_checkpoint
 
 RESUME_DIR = "teacher-resume"
 STATE = "state.pt"
@@ -42,12 +42,6 @@ class EpochProgress:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_acc: float = -1.0
     best_epoch: int = 0
-
-
-def _save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _best_name(epoch: int) -> str:
@@ -87,11 +81,11 @@ class TeacherResume:
         torch.set_rng_state(state["torch_random"])
         return EpochProgress(state["epoch"], state["history"], state["best_acc"], state["best_epoch"])
 
-    def best_state(self, progress: EpochProgress) -> dict[str, torch.Tensor] | None:
-        """The best epoch's weights as saved, or None before the first epoch."""
-        if progress.best_epoch == 0:
+    def best_state(self, best_epoch: int) -> dict[str, torch.Tensor] | None:
+        """The weights saved for ``best_epoch``, or None before the first epoch (0)."""
+        if best_epoch == 0:
             return None
-        loaded: dict[str, torch.Tensor] = torch.load(self.folder / _best_name(progress.best_epoch), weights_only=True)
+        loaded: dict[str, torch.Tensor] = torch.load(self.folder / _best_name(best_epoch), weights_only=True)
         return loaded
 
     def save(self, progress: EpochProgress, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -99,12 +93,13 @@ class TeacherResume:
         """Record a finished epoch (``progress.epoch``); ``improved``: it is the new best on dev."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if improved:
-            _save(model.state_dict(), self.folder / _best_name(progress.epoch))
-        _save({"key": self.key, "epoch": progress.epoch, "history": progress.history, "best_acc": progress.best_acc,
-               "best_epoch": progress.best_epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-               "python_random": random.getstate(), "numpy_random": np.random.get_state(),
-               "torch_random": torch.get_rng_state()}, self.folder / STATE)
+            save_checkpoint(model.state_dict(), self.folder / _best_name(progress.epoch))
+        state = {"key": self.key, "epoch": progress.epoch, "history": progress.history, "best_acc": progress.best_acc,
+                 "best_epoch": progress.best_epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                 "python_random": random.getstate(), "numpy_random": np.random.get_state(),
+                 "torch_random": torch.get_rng_state()}
+        save_checkpoint(state, self.folder / STATE)
         atomic_write_json(self.folder / PROGRESS, {"epoch": progress.epoch, "history": progress.history,
                                                    "best_acc": progress.best_acc, "best_epoch": progress.best_epoch})
         keep = _best_name(progress.best_epoch)
