@@ -5,7 +5,9 @@ there, ``progress`` prints a plain line every ``every_s`` seconds and one at the
 
     label corpus: 12288/51234 texts (24%), 141.2 texts/s, eta 4m36s
 
-``TQDM_DISABLE=1`` silences both (the fuzz run sets it).
+``TQDM_DISABLE=1`` silences both (the fuzz run sets it). Work an earlier run already did (the label
+shards a resumed run keeps) goes in with ``skip(n)``: it moves the count but not the rate, so the eta of a
+resumed step is the pace of this run's work.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ EVERY_S = 10.0
 class Progress(Protocol):
     def update(self, n: int = 1) -> object: ...
 
+    def skip(self, n: int) -> None: ...
+
     def set_postfix(self, refresh: bool = True, **values: Any) -> None: ...
 
     def close(self) -> None: ...
@@ -43,14 +47,14 @@ class PlainProgress:
     def __init__(self, total: int | None, desc: str, unit: str, every_s: float = EVERY_S, leave: bool = True) -> None:
         self.total, self.desc, self.unit = total, desc, unit.strip() or "it"
         self.every_s, self.leave = every_s, leave
-        self.n = 0
+        self.n = self.skipped = 0
         self.postfix = ""
         self.started = self.last = time.monotonic()
         self.closed = False
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self.started
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.skipped) / elapsed if elapsed > 0 else 0.0
         done = f"{self.n} {self.unit}"
         if self.total:
             done = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
@@ -71,6 +75,11 @@ class PlainProgress:
             self.last = now
             print(self._line(), file=sys.stderr, flush=True)
 
+    def skip(self, n: int) -> None:
+        """``n`` items done before this run: counted, but not in the rate."""
+        self.n += n
+        self.skipped += n
+
     def set_postfix(self, refresh: bool = True, **values: Any) -> None:
         self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
 
@@ -84,6 +93,17 @@ class PlainProgress:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class Bar(tqdm):
+    """tqdm with ``skip``: the items go into the count and into ``initial``, which tqdm leaves out of its
+    rate, and into ``last_print_n``, so the smoothed rate never sees them as progress."""
+
+    def skip(self, n: int) -> None:
+        self.n += n
+        self.initial += n
+        self.last_print_n += n
+        self.refresh()
 
 
 class _Silent(PlainProgress):
@@ -112,7 +132,7 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", leave: 
     if os.environ.get("TQDM_DISABLE", "") not in ("", "0"):
         return _Silent(total, desc, unit)
     if on_terminal():
-        return tqdm(total=total, desc=desc, unit=unit, mininterval=1.0, leave=leave)
+        return Bar(total=total, desc=desc, unit=unit, mininterval=1.0, leave=leave)
     return PlainProgress(total, desc, unit, every_s, leave)
 
 

@@ -151,7 +151,7 @@ def test_runtime_equals_torch_and_batched_equals_one_by_one(run: RunConfig) -> N
 
 @pytest.mark.slow
 def test_labeling_resumes_after_an_interruption(
-    run: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = copy_run(run, tmp_path)
     labels_dir = label_corpus(config)
@@ -185,9 +185,13 @@ def test_labeling_resumes_after_an_interruption(
         load_teacher_logits(config.run_dir)
     kept = {i: shard_path(labels_dir, i).stat().st_mtime_ns for i in range(3)}
 
+    capsys.readouterr()
     label_corpus(config)
     done = json.loads((labels_dir / DONE).read_text())
     assert done["computed_shards"] == len(shards) - 3
+    # The kept shards count in the progress line's position (the rate leaves them out: test_progress).
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"label corpus: {len(corpus)}/{len(corpus)} texts (100%)")
     assert {i: shard_path(labels_dir, i).stat().st_mtime_ns for i in range(3)} == kept
     np.testing.assert_array_equal(load_teacher_logits(config.run_dir), reference)
 

@@ -49,3 +49,32 @@ def test_library_bars_are_turned_off_in_a_pipe_only_and_an_explicit_choice_wins(
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
     module.quiet_library_bars()
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+
+
+def test_work_done_before_a_resume_moves_the_count_but_not_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import progress as module
+
+    clock = iter([100.0, 110.0, 110.0])  # created, then one line 10 s later
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    bar = PlainProgress(total=1000, desc="label corpus", unit=" texts")
+    bar.skip(800)  # shards kept from the run that was cut
+    bar.n += 50  # this run's work, counted without printing
+    line = bar._line()
+    assert line.startswith("label corpus: 850/1000 texts (85%)")
+    assert "5.0 texts/s" in line and "eta 30s" in line  # 50 texts in 10 s, 150 to go
+
+
+def test_the_terminal_bar_leaves_skipped_items_out_of_its_rate() -> None:
+    import io
+
+    from training.progress import Bar
+
+    out = io.StringIO()
+    bar = Bar(total=1000, file=out, mininterval=0.0, smoothing=0.0)
+    bar.skip(800)
+    assert (bar.n, bar.initial) == (800, 800)
+    bar.start_t -= 10.0  # ten seconds of this run's work
+    bar.update(50)
+    shown = bar.format_meter(**{**bar.format_dict, "rate": None})  # unsmoothed: tqdm's (n - initial) / elapsed
+    bar.close()
+    assert "850/1000" in shown and "5.00it/s" in shown

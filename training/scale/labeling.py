@@ -260,7 +260,7 @@ def _schedule(
                 break
             if not book.is_complete(shard):
                 return shard
-            bar.update(len(shard.texts))  # done by an earlier run
+            bar.skip(len(shard.texts))  # done by an earlier run
         return None
 
     while True:

@@ -103,7 +103,7 @@ def label_corpus(config: RunConfig) -> Path:
     with progress(total=book.total, desc="label corpus", unit=" texts") as bar:
         for shard in book.shards():
             if book.is_complete(shard):
-                bar.update(len(shard.texts))
+                bar.skip(len(shard.texts))
                 continue
             book.write(shard, teacher.logits(shard.texts, bar.update))
             computed += 1
