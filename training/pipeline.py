@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -424,15 +427,31 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
             continue
         print(f"== step {name}", flush=True)
         started = time.perf_counter()
-        STEPS[name](config)
-        seconds = time.perf_counter() - started
+        try:
+            STEPS[name](config)
+        except BaseException as exc:
+            # A step cut short (Ctrl-C, SIGTERM, an error) still cost its time: kept, marked, then re-raised.
+            _record(log_path, log, name, started, stopped_by=type(exc).__name__)
+            raise
         # Every invocation is kept: a skipped step shows as a short one, a real one as its real time.
-        log.setdefault("history", []).append(
-            {"step": name, "wall_s": round(seconds, 2), "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3),
-             "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        )
-        atomic_write_json(log_path, log)
+        _record(log_path, log, name, started)
     return log
+
+
+def _record(log_path: Path, log: dict[str, Any], step: str, started: float, stopped_by: str | None = None) -> None:
+    entry = {"step": step, "wall_s": round(time.perf_counter() - started, 2),
+             "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if stopped_by:
+        entry["stopped_by"] = stopped_by
+    log.setdefault("history", []).append(entry)
+    atomic_write_json(log_path, log)
+
+
+def _exit_on_sigterm() -> None:
+    """``docker stop`` and ``kill`` send SIGTERM: leave as Ctrl-C does (``SystemExit``), so the step in
+    progress records its time and removes its temporary files; the main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def run_pipeline(config_path: Path, from_step: str | None = None, until: str | None = None,
@@ -445,4 +464,5 @@ def run_pipeline(config_path: Path, from_step: str | None = None, until: str | N
     config = load_config(config_path)
     if steps and (from_step or until):
         raise StepError("give --step, or --from/--until, not both")
+    _exit_on_sigterm()
     return run_steps(config, steps or select_steps(from_step, until))

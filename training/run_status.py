@@ -188,5 +188,6 @@ def render_status(config: RunConfig, rows: list[StepState]) -> str:
         lines.append(f"| {r.step} | {r.state} | {recorded} | {r.detail} |")
     todo = [r.step for r in rows if r.state in ("part done", "not started")]
     lines += ["", f"next: `sd run -c {config.source_path}` goes on from {todo[0]}" if todo else "every step is done",
-              "(recorded time: the step's finished invocations in run.json; a cut-short one is not in it)"]
+              "(recorded time: the step's invocations in run.json, those cut short by Ctrl-C or SIGTERM too; "
+              "one killed outright is not in it)"]
     return "\n".join(lines)

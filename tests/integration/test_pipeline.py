@@ -235,6 +235,37 @@ def test_status_of_a_finished_run_and_of_one_cut_short_in_labeling(tiny_run: Run
     assert "goes on from teacher" in render_status(cut, list(rows.values()))
 
 
+def test_a_step_stopped_by_sigterm_records_its_time_and_exits_as_killed(tiny_run: RunConfig, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import time
+
+    from training import pipeline
+    from training.stages.run_folder import step_seconds
+
+    data = tiny_run.model_dump(mode="json") | {"workdir": str(tmp_path / "run"), "models_dir": str(tmp_path / "m")}
+    config = config_from_dict(data, "tiny-sigterm")
+
+    def labeling_until_docker_stop(config: RunConfig) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler ends the sleep at once
+
+    monkeypatch.setitem(STEPS, "label", labeling_until_docker_stop)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        pipeline._exit_on_sigterm()
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as stopped:
+            run_steps(config, ["label"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM and time.monotonic() - started < 10
+    entry = json.loads((config.run_dir / "run.json").read_text())["history"][-1]
+    assert entry["step"] == "label" and entry["stopped_by"] == "SystemExit"
+    assert step_seconds(config.run_dir)["label"] == round(entry["wall_s"], 1)
+
+
 def test_exported_models_load_without_torch_runtime(tiny_run: RunConfig) -> None:
     student = StudentRuntime.load(tiny_run.student_dir)
     teacher = TeacherRuntime.load(tiny_run.teacher_dir)

@@ -75,8 +75,9 @@ def files_digest(paths: list[Path]) -> str:
 
 
 def step_seconds(run_dir: Path) -> dict[str, float]:
-    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json`` (a step cut
-    short and resumed is counted in its finishing invocation; the teacher's epochs say how long each took)."""
+    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json``: a step cut
+    short by Ctrl-C, SIGTERM or an error is recorded too (``stopped_by``), one killed outright (SIGKILL, a
+    machine gone) is not (the teacher keeps each epoch's time in its own metrics)."""
     path = run_dir / "run.json"
     history = (json.loads(path.read_text()).get("history") or []) if path.is_file() else []
     out: dict[str, float] = {}

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     history = json.loads((config.run_dir / "run.json").read_text())["history"]
     step_wall: dict[str, float] = {}
     for entry in history:
+        if "stopped_by" in entry:  # cut short and resumed: not the step's whole time
+            continue
         step_wall[entry["step"]] = max(step_wall.get(entry["step"], 0.0), entry["wall_s"])
     wall = sum(step_wall.values())
     peak_gib = max(entry["peak_rss_gib"] for entry in history)
