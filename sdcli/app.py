@@ -65,7 +65,8 @@ app.command()(status)
 # Each short task name is its demo config (the runs `sd peers` scores); the longer runs are columns of their own.
 DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt-demo", "trec=reports/accuracy-trec-demo",
                         "sms-spam=reports/accuracy-sms-spam-demo", "rt-300k=reports/accuracy-rt",
-                        "imdb=reports/accuracy-imdb-budget", "rt-mpnet=reports/accuracy-rt-mpnet")
+                        "imdb=reports/accuracy-imdb-budget", "rt-mpnet=reports/accuracy-rt-mpnet",
+                        "rt-mpnet-300k=reports/accuracy-rt-mpnet-300k")
 
 
 def task_table(reports: list[str], out: Path) -> Path:

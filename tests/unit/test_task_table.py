@@ -83,3 +83,18 @@ def test_a_run_without_baselines_gets_dashes_and_its_teacher_named(reports: dict
     assert next(line for line in lines if line.startswith("| KD+FT - best")).endswith("|  | - |")
     base_row = next(line for line in lines if line.startswith("| teacher base"))
     assert base_row == "| teacher base | all-mpnet-base-v2 |  |"
+
+
+def test_the_teachers_epochs_come_from_a_report_that_records_them(reports: dict[str, Path], tmp_path: Path) -> None:
+    source = json.loads(reports["small"].with_suffix(".json").read_text(encoding="utf-8"))
+    source["meta"]["teacher_training"] = {"epochs": [{"epoch": 1, "dev_acc": 0.88, "seconds": 1882.0},
+                                                     {"epoch": 2, "dev_acc": 0.87, "seconds": 1890.0}],
+                                          "best_epoch": 1, "train_seconds": 3772.0, "train_texts_per_s": 5.53}
+    timed = tmp_path / "accuracy-timed.json"
+    timed.write_text(json.dumps(source), encoding="utf-8")
+    table = write_task_table({"timed": timed.with_suffix(""), "old": reports["small"]}, tmp_path / "out", "test")
+    facts = table["tasks"]["timed"]["facts"]
+    assert (facts["teacher_epochs"], facts["teacher_best_epoch"], facts["teacher_train_texts_per_s"]) == (2, 1, 5.53)
+    assert "teacher_epochs" not in table["tasks"]["old"]["facts"]
+    row = next(line for line in render_table(table["tasks"]).splitlines() if line.startswith("| teacher epochs"))
+    assert row == "| teacher epochs (best kept) | 2 (epoch 1) |  | - |  |"

@@ -44,7 +44,8 @@ STUDENT_COST_PEERS = ("fasttext_kd", "fasttext_kd_ftz", "model2vec", "model2vec_
 DEVIATIONS = (
     "Teacher: all-MiniLM-L6-v2 (6 layers, 22.7M parameters) fine-tuned here, not RoBERTa-Large (355M): "
     "no hub is reachable and RoBERTa-Large weights are not on the package registry. `rt-mpnet` uses "
-    "all-mpnet-base-v2 (12 layers, 109M), fine-tuned on a budget (1 epoch on 2,000 snippets).",
+    "all-mpnet-base-v2 (12 layers, 109M), fine-tuned on a budget (1 epoch on 2,000 snippets); `rt-mpnet-300k` "
+    "fine-tunes it on all training snippets (the best dev epoch kept) and labels the 300k corpus of `rt-300k`.",
     "Budgets: `imdb` (long documents) uses 5,000 of the 19,955 training reviews, a teacher fine-tuned 1 "
     "epoch on 2,000 of them at 256 tokens (the paper: 512), and those 5,000 reviews as its transfer corpus; "
     "`rt-mpnet` labels a 20,000-text corpus (its MiniLM twin: `rt-20k`). Each config says what it cuts.",
@@ -99,6 +100,11 @@ def task_entry(results: dict[str, Any], peers: dict[str, Any] | None = None) -> 
         "dev_test_texts_dropped": (meta.get("corpus_sources") or {}).get("dev_test_texts_dropped", 0),
         "date": meta["date"],
     }
+    training = meta.get("teacher_training")  # reports from before it was recorded have none
+    if training:
+        entry["facts"]["teacher_epochs"] = len(training["epochs"])
+        entry["facts"]["teacher_best_epoch"] = training["best_epoch"]
+        entry["facts"]["teacher_train_texts_per_s"] = training.get("train_texts_per_s")
     return entry
 
 
@@ -152,7 +158,15 @@ def render_table(tasks: dict[str, dict[str, Any]]) -> str:
     lines.append("| teacher length (tokens) | " + " | ".join(lengths) + " |")
     bases = [f"{_short_base(tasks[n]['facts'].get('teacher_base_model'))} | " for n in names]
     lines.append("| teacher base | " + " | ".join(bases) + " |")
+    epochs = [f"{_teacher_epochs(tasks[n]['facts'])} | " for n in names]
+    lines.append("| teacher epochs (best kept) | " + " | ".join(epochs) + " |")
     return "\n".join(lines)
+
+
+def _teacher_epochs(facts: dict[str, Any]) -> str:
+    if "teacher_epochs" not in facts:
+        return "-"
+    return f"{facts['teacher_epochs']} (epoch {facts['teacher_best_epoch']})"
 
 
 def goal_lines(tasks: dict[str, dict[str, Any]]) -> list[str]:
