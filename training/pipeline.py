@@ -23,9 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sdcore.atomic import atomic_write_json
 from sdcore.errors import ProjectError
-from sdcore.process_memory import peak_rss_bytes
 from training.config import RunConfig
 from training.stages.distill import BagSource, TrainResult, TrainSpec, train_student
 from training.stages.export import export_student
@@ -40,6 +38,7 @@ from training.stages.run_folder import (
     read_done,
     write_done,
 )
+from training.stages.run_log import RunLog
 from training.stages.student import select_bags
 from training.stages.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
 from training.stages.vocab import build_vocab_from_chunks, load_vocab_featurizer
@@ -417,8 +416,10 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
     if unknown:
         raise StepError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = config.run_dir / "run.json"
-    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    log = RunLog(config.run_dir)
+    if lost := log.recover_lost():
+        print(f"== step {lost['step']} was killed outright (SIGKILL, a machine gone) in an earlier run: "
+              f"{lost['wall_s'] / 60:.1f} min recorded, up to its last heartbeat", flush=True)
     if config.reuse_teacher_run:
         link_teacher_run(config)
     for name in [s for s in STEPS if s in steps]:
@@ -428,23 +429,15 @@ def run_steps(config: RunConfig, steps: list[str]) -> dict[str, Any]:
         print(f"== step {name}", flush=True)
         started = time.perf_counter()
         try:
-            STEPS[name](config)
+            with log.running(name):
+                STEPS[name](config)
         except BaseException as exc:
             # A step cut short (Ctrl-C, SIGTERM, an error) still cost its time: kept, marked, then re-raised.
-            _record(log_path, log, name, started, stopped_by=type(exc).__name__)
+            log.record(name, started, stopped_by=type(exc).__name__)
             raise
         # Every invocation is kept: a skipped step shows as a short one, a real one as its real time.
-        _record(log_path, log, name, started)
-    return log
-
-
-def _record(log_path: Path, log: dict[str, Any], step: str, started: float, stopped_by: str | None = None) -> None:
-    entry = {"step": step, "wall_s": round(time.perf_counter() - started, 2),
-             "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if stopped_by:
-        entry["stopped_by"] = stopped_by
-    log.setdefault("history", []).append(entry)
-    atomic_write_json(log_path, log)
+        log.record(name, started)
+    return log.as_dict()
 
 
 def _exit_on_sigterm() -> None:

@@ -1,6 +1,6 @@
 """Where a run stands, step by step, from its folder alone (``sd status -c CONFIG``): for a run that takes
 hours and goes on across sessions, what is finished, what is part done and how far, and how long each
-step's finished invocations took (``run.json``).
+step's invocations took (``run.json``, the one running now included).
 
 It reads markers and small JSON files only, never a checkpoint, so it is quick beside a running job.
 A step marked done was done for the settings it ran with; ``sd run`` checks them again and redoes what
@@ -21,7 +21,8 @@ from sdcore.model_format import MANIFEST
 from training.config import RunConfig
 from training.pipeline import STEPS, TEACHER_STEPS, shadow_wanted
 from training.stages.distill import progress_file
-from training.stages.run_folder import read_done, step_seconds
+from training.stages.run_folder import read_done
+from training.stages.run_log import step_seconds
 from training.stages.teacher_resume import PROGRESS, RESUME_DIR
 
 State = Literal["done", "part done", "not started", "off", "reused", "skipped"]
@@ -189,5 +190,5 @@ def render_status(config: RunConfig, rows: list[StepState]) -> str:
     todo = [r.step for r in rows if r.state in ("part done", "not started")]
     lines += ["", f"next: `sd run -c {config.source_path}` goes on from {todo[0]}" if todo else "every step is done",
               "(recorded time: the step's invocations in run.json, those cut short by Ctrl-C or SIGTERM too; "
-              "one killed outright is not in it)"]
+              "one running now, or killed outright, up to its last heartbeat)"]
     return "\n".join(lines)

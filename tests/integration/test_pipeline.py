@@ -242,7 +242,7 @@ def test_a_step_stopped_by_sigterm_records_its_time_and_exits_as_killed(tiny_run
     import time
 
     from training import pipeline
-    from training.stages.run_folder import step_seconds
+    from training.stages.run_log import step_seconds
 
     data = tiny_run.model_dump(mode="json") | {"workdir": str(tmp_path / "run"), "models_dir": str(tmp_path / "m")}
     config = config_from_dict(data, "tiny-sigterm")
@@ -261,8 +261,9 @@ def test_a_step_stopped_by_sigterm_records_its_time_and_exits_as_killed(tiny_run
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.code == 128 + signal.SIGTERM and time.monotonic() - started < 10
-    entry = json.loads((config.run_dir / "run.json").read_text())["history"][-1]
-    assert entry["step"] == "label" and entry["stopped_by"] == "SystemExit"
+    saved = json.loads((config.run_dir / "run.json").read_text())
+    entry = saved["history"][-1]
+    assert entry["step"] == "label" and entry["stopped_by"] == "SystemExit" and "running" not in saved
     assert step_seconds(config.run_dir)["label"] == round(entry["wall_s"], 1)
 
 

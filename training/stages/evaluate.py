@@ -22,7 +22,8 @@ from service.runtimes.student import StudentRuntime
 from training.config import RunConfig
 from training.intervals import wilson
 from training.stages.fasttext_baseline import train_fasttext
-from training.stages.run_folder import read_done, step_seconds
+from training.stages.run_folder import read_done
+from training.stages.run_log import step_seconds
 from training.stages.student import predict_logits
 from training.stages.student_runs import final_stage, has_stage, labeled_bags, load_stage
 

@@ -11,7 +11,7 @@ Steps talk only through these files (nanoGPT's stages do the same)::
       student/    {kd,ft,scratch}-{best,last}.pt                                 (steps kd, ft, scratch)
       eval/       results.json                                                   (step evaluate)
       router-student/  kd/ft checkpoints, model/ (the shadow student)              (step router-student)
-      run.json    wall time and peak memory of every invocation
+      run.json    wall time and peak memory of every invocation                  (training.stages.run_log)
     models/<name>, models/<name>-teacher                                         (export, teacher-export)
 
 A step is done when its folder holds ``done.json`` (for the student stages ``<stage>-done.json``),
@@ -72,18 +72,6 @@ def files_digest(paths: list[Path]) -> str:
             while block := fh.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def step_seconds(run_dir: Path) -> dict[str, float]:
-    """Wall seconds of each step so far, summed over the invocations recorded in ``run.json``: a step cut
-    short by Ctrl-C, SIGTERM or an error is recorded too (``stopped_by``), one killed outright (SIGKILL, a
-    machine gone) is not (the teacher keeps each epoch's time in its own metrics)."""
-    path = run_dir / "run.json"
-    history = (json.loads(path.read_text()).get("history") or []) if path.is_file() else []
-    out: dict[str, float] = {}
-    for entry in history:
-        out[entry["step"]] = round(out.get(entry["step"], 0.0) + float(entry.get("wall_s", 0.0)), 1)
-    return out
 
 
 def save_checkpoint(obj: object, path: Path) -> None:

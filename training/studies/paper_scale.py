@@ -20,6 +20,7 @@ from pathlib import Path
 from sdcore.errors import ProjectError
 from sdcore.model_format import load_student_manifest
 from training.config import load_config
+from training.stages.run_log import RunLog
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                            hint="it peaks near 15 GiB of RSS: run it alone; finished steps are kept, rerun to resume")
     # Each step's cost is the longest time it took in any invocation recorded in run.json (a rerun that
     # skips a finished step records a near-zero time); peak RSS is the highest any step reached.
-    history = json.loads((config.run_dir / "run.json").read_text())["history"]
+    history = RunLog(config.run_dir).as_dict()["history"]
     step_wall: dict[str, float] = {}
     for entry in history:
         if "stopped_by" in entry:  # cut short and resumed: not the step's whole time
