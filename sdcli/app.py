@@ -66,7 +66,7 @@ app.command()(status)
 DEFAULT_TASK_REPORTS = ("mr=reports/accuracy-mr-demo", "rt=reports/accuracy-rt-demo", "trec=reports/accuracy-trec-demo",
                         "sms-spam=reports/accuracy-sms-spam-demo", "rt-300k=reports/accuracy-rt",
                         "imdb=reports/accuracy-imdb-budget", "rt-mpnet=reports/accuracy-rt-mpnet",
-                        "rt-mpnet-300k=reports/accuracy-rt-mpnet-300k")
+                        "rt-mpnet-300k=reports/accuracy-rt-mpnet-300k", "mr-mpnet=reports/accuracy-mr-mpnet")
 
 
 def task_table(reports: list[str], out: Path) -> Path:
