@@ -69,7 +69,7 @@ def test_a_step_that_ends_leaves_no_running_entry_and_its_time_once(tmp_path: Pa
     assert RunLog(tmp_path).recover_lost() is None
 
 
-def test_a_stale_heartbeat_of_a_process_still_alive_elsewhere_is_not_busy(tmp_path: Path) -> None:
+def test_a_stale_heartbeat_of_a_live_pid_is_a_lost_step_not_a_busy_folder(tmp_path: Path) -> None:
     """A live pid on this host that beat long ago (a pid reused since) is a lost step, not a live run."""
     since = time.time() - 3600
     running = {"step": "teacher", "since": since, "seen": since + 1200, "pid": os.getpid(),
