@@ -131,8 +131,7 @@ def step_seconds(run_dir: Path) -> dict[str, float]:
     """Wall seconds of each step so far, summed over the invocations in ``run.json``: those cut short or
     lost included, and the one running now (or left running by a process killed since) up to its last
     heartbeat."""
-    path = run_dir / RUN_LOG
-    log = json.loads(path.read_text()) if path.is_file() else {}
+    log = RunLog(run_dir).as_dict()
     entries = list(log.get("history") or [])
     if running := log.get("running"):
         entries.append({"step": running["step"], "wall_s": _beating_s(running)})
