@@ -159,6 +159,10 @@ class StudentConfig(Section):
     hidden_dim: Positive = 1000
     feature_dropout: DropRate = 0.1  # drop n-gram occurrences during training (paper: 0.1)
     dropout: DropRate = 0.1  # on the pooled vector (paper: 0.1)
+    # How KD's n-gram table starts: "random" (N(0, dim**-0.5), the paper's), or "teacher": each row the
+    # fine-tuned teacher's vector of that n-gram, reduced to embedding_dim by PCA (step table-init).
+    init: Literal["random", "teacher"] = "random"
+    init_rows: NonNegative = 0  # with init = "teacher": the most frequent rows taken from it (0 = all)
 
 
 class DistillConfig(Section):

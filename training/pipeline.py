@@ -1,7 +1,7 @@
 """The run: every step of Sparse Distillation in order, each skipped when its output is already done.
 
-    data -> teacher -> teacher-export -> label -> vocab -> features -> kd -> ft -> scratch -> export
-    -> evaluate -> router-student -> cascade
+    data -> teacher -> teacher-export -> label -> vocab -> features -> table-init -> kd -> ft -> scratch
+    -> export -> evaluate -> router-student -> cascade
 
 Steps talk only through files under ``run_dir`` and ``models/`` (``training.stages.run_folder``). Each step
 first checks that its inputs exist (else: which step to run first), and records a fingerprint of what
@@ -36,11 +36,13 @@ from training.stages.run_folder import (
     fingerprint,
     is_done,
     read_done,
+    without_late_defaults,
     write_done,
 )
 from training.stages.run_log import RunLog
 from training.stages.student import select_bags
 from training.stages.student_runs import final_stage, labeled_bags, load_stage, new_student, stage_accuracies
+from training.stages.table_init import apply_table_init, step_table_init, table_init_fact
 from training.stages.vocab import build_vocab_from_chunks, load_vocab_featurizer
 
 
@@ -168,8 +170,11 @@ def student_inputs_key(config: RunConfig, name: str, shadow: bool = False) -> st
     the router's slice when it is left out), for FT the distilled weights it starts from. ``shadow``: the
     router's shadow student (``runs/<name>/router-student``), distilled on the corpus less the slice."""
     folder = config.run_folder
-    base = [features_key(config), config.student, config.seed]
+    student = without_late_defaults(config.student.model_dump(), {"init": "random", "init_rows": 0})
+    base = [features_key(config), student, config.seed]
     if name == "kd":
+        if fact := table_init_fact(config):
+            base.append(fact)
         if shadow:
             base.append("router-student")
         if shadow or holds_out_slice(config):  # the slice left out (none: the key of a run without the option)
@@ -194,6 +199,7 @@ def _distill(config: RunConfig, rows: np.ndarray | None, out: Path, key: str) ->
     kept = select_bags(store.rows, store.offsets, rows, store.weights)
     dev_bags, dev_labels = labeled_bags(config, "dev")
     model = new_student(config)
+    apply_table_init(config, model.embedding.weight)
     d = config.distill
     spec = TrainSpec(
         mode="kd", epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, betas=d.betas, weight_decay=d.weight_decay,
@@ -364,6 +370,7 @@ STEPS: dict[str, Callable[[RunConfig], object]] = {
     "label": step_label,
     "vocab": step_vocab,
     "features": step_features,
+    "table-init": step_table_init,
     "kd": step_kd,
     "ft": step_ft,
     "scratch": step_scratch,

@@ -154,7 +154,7 @@ def _simple(config: RunConfig, step: str) -> tuple[State, str]:
     done = read_done(folder.folder(step))
     if done is None:
         return "not started", ""
-    facts = {k: done[k] for k in ("texts", "size", "words", "mean_coverage") if k in done}
+    facts = {k: done[k] for k in ("texts", "size", "words", "rows", "mean_coverage") if k in done}
     return "done", ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.3f}" for k, v in facts.items())
 
 
@@ -175,6 +175,8 @@ def run_status(config: RunConfig) -> list[StepState]:
             state, detail = student_state(config.run_folder.student, step) if enabled else ("off", "")
         elif step == "router-student":
             state, detail = _router_student(config)
+        elif step == "table-init" and config.student.init != "teacher":
+            state, detail = "off", ""
         else:
             state, detail = _simple(config, step)
         rows.append(StepState(step, state, detail, seconds.get(step, 0.0)))

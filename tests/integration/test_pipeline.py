@@ -373,3 +373,106 @@ def test_a_subword_run_reuses_the_labels_and_trains_serves_and_explains_v2(tiny_
     assert "qzxv" + SUBWORD_SUFFIX in groups
     report = json.loads((tmp_path / "accuracy-subwords.json").read_text())
     assert report["dan_kd_ft"]["test_acc"] > 0.0
+
+
+def _init_run(tiny_run: RunConfig, tmp_path: Path, name: str, **student: object) -> RunConfig:
+    data = tiny_run.model_dump(mode="json")
+    data.update(name=name, workdir=str(tmp_path / name), models_dir=str(tmp_path / "models"),
+                reuse_teacher_run=str(tiny_run.run_dir))
+    data["student"] |= student
+    data["distill"]["router_holdout"] = 0.0
+    return config_from_dict(data, name)
+
+
+def test_a_table_started_from_the_teacher_holds_its_ngram_vectors_and_kd_starts_from_it(
+        tiny_run: RunConfig, tmp_path: Path) -> None:
+    """student.init = "teacher": each vocabulary n-gram's row starts as the teacher's vector of it (PCA to
+    the table's width, the random start's spread); KD starts there and is keyed apart from a random start."""
+    from training.stages.student_runs import new_student
+    from training.stages.table_init import ROWS_FILE, apply_table_init, init_folder, step_table_init
+    from training.stages.teacher_model import first_token_vectors, load_classifier
+
+    config = _init_run(tiny_run, tmp_path, "tiny-init", init="teacher")
+    run_steps(config, ["vocab", "features", "table-init", "kd"])
+    rows = np.load(init_folder(config) / ROWS_FILE)
+    vocab = config.run_folder.vocab_size()
+    assert rows.shape == (vocab, config.student.embedding_dim) and np.isfinite(rows).all()
+    assert np.sqrt(np.mean(rows.var(axis=0))) == pytest.approx(config.student.embedding_dim**-0.5, rel=0.05)
+    # the rows keep the teacher's geometry: n-grams the teacher puts close stay close
+    ngrams = (config.run_folder.vocab / "vocab" / "ngrams.txt").read_text().split("\n")[:300]
+    tokenizer, model = load_classifier(config.run_folder.teacher / "model")
+    teacher = first_token_vectors(model, tokenizer, ngrams, batch_size=64, max_length=32)
+    teacher -= teacher.mean(axis=0)
+    pair_t = np.corrcoef(teacher)[np.triu_indices(300, 1)]
+    pair_r = np.corrcoef(rows[:300] - rows[:300].mean(axis=0))[np.triu_indices(300, 1)]
+    assert np.corrcoef(pair_t, pair_r)[0, 1] > 0.8
+    # KD trained from that start, and is not taken for a random start's KD
+    student = new_student(config)
+    apply_table_init(config, student.embedding.weight)
+    np.testing.assert_array_equal(student.embedding.weight.detach().numpy()[:vocab], rows)
+    keys = [json.loads((c.run_dir / "student" / "kd-done.json").read_text())["spec"]["inputs_key"]
+            for c in (config, tiny_run)]
+    assert keys[0] == student_inputs_key(config, "kd") != keys[1]
+    status = {s.step: s for s in run_status(config)}
+    assert status["table-init"].state == "done" and f"rows {vocab:,}" in status["table-init"].detail
+    assert {s.step: s for s in run_status(tiny_run)}["table-init"].state == "off"
+    step_table_init(config)  # done: nothing redone
+    assert np.array_equal(np.load(init_folder(config) / ROWS_FILE), rows)
+
+
+def test_table_init_resumes_at_the_first_missing_chunk_and_caps_its_rows(
+        tiny_run: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.stages.table_init as table_init
+    import training.stages.teacher_model as teacher_model
+
+    monkeypatch.setattr(table_init, "CHUNK_ROWS", 64)
+    config = _init_run(tiny_run, tmp_path, "tiny-init-cap", init="teacher", init_rows=300)
+    run_steps(config, ["vocab"])
+    real, calls = teacher_model.first_token_vectors, []
+
+    def encode(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(len(args[2]))  # type: ignore[arg-type]
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # cut short while encoding the third chunk
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(teacher_model, "first_token_vectors", encode)
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(config, ["table-init"])
+    folder = table_init.init_folder(config)
+    assert not (folder / table_init.ROWS_FILE).exists()
+    assert len(list((folder / "parts").rglob("*.npy"))) == 2
+    calls.clear()
+
+    def count(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(len(args[2]))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(teacher_model, "first_token_vectors", count)
+    run_steps(config, ["table-init"])
+    assert calls == [64, 64, 44]  # the chunks not yet saved, only
+    assert not (folder / "parts").exists()
+    resumed = np.load(folder / table_init.ROWS_FILE)
+    assert resumed.shape == (300, config.student.embedding_dim)
+    # the same as an uninterrupted run; past the cap, the table keeps the random start
+    fresh = _init_run(tiny_run, tmp_path, "tiny-init-fresh", init="teacher", init_rows=300)
+    run_steps(fresh, ["vocab", "table-init"])
+    np.testing.assert_allclose(np.load(table_init.init_folder(fresh) / table_init.ROWS_FILE), resumed, atol=1e-5)
+    from training.stages.student_runs import new_student
+
+    started, random_start = new_student(config), new_student(config).embedding.weight.detach().clone()
+    table_init.apply_table_init(config, started.embedding.weight)
+    np.testing.assert_array_equal(started.embedding.weight.detach()[300:], random_start[300:])
+
+
+def test_project_rows_scales_to_the_random_start_and_pads_past_the_teachers_width() -> None:
+    from training.stages.table_init import project_rows
+
+    vectors = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32) * np.array([1.0] * 7 + [4.0])
+    wide = project_rows(vectors, 12, seed=3)
+    assert wide.shape == (500, 12)
+    assert np.sqrt(np.mean(wide.var(axis=0))) == pytest.approx(12**-0.5, rel=0.1)
+    np.testing.assert_allclose(wide[:, 8:].std(axis=0), 12**-0.5, rtol=0.15)  # past the input's width: random
+    narrow = project_rows(vectors, 4, seed=3)
+    # the first component is the widest input axis (the last column), up to sign
+    assert abs(np.corrcoef(narrow[:, 0], vectors[:, 7])[0, 1]) > 0.95

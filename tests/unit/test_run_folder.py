@@ -44,7 +44,7 @@ def test_a_missing_input_names_the_step_that_makes_it(tmp_path: Path) -> None:
 
 
 def test_step_ranges_follow_the_pipeline_order() -> None:
-    assert select_steps("vocab", "kd") == ["vocab", "features", "kd"]
+    assert select_steps("vocab", "kd") == ["vocab", "features", "table-init", "kd"]
     assert select_steps(until="data") == ["data"]
     with pytest.raises(StepError, match="comes after"):
         select_steps("export", "vocab")

@@ -8,6 +8,7 @@ of the run folder (``run_folder.py``: where each step's output lives and its don
 - ``label``: ``labeling.py`` (the teacher's logits), ``label_shards.py`` (the labels folder's books).
 - ``vocab``: ``vocab.py`` (top-K 1-4-grams in bounded memory).
 - ``features``: ``features.py`` (the corpus as bags of vocabulary rows, memory-mapped).
+- ``table-init``: ``table_init.py`` (the table's start from the teacher's n-gram vectors, when asked for).
 - ``kd``, ``ft``, ``scratch``: ``distill.py`` (one training loop), ``student.py`` (the DAN),
   ``student_runs.py`` (a run's students), ``holdout.py`` (the router's slice of the corpus).
 - ``export``: ``export.py`` (shards + vocabulary + ONNX head + manifest, atomic).

@@ -8,6 +8,7 @@ Steps talk only through these files (nanoGPT's stages do the same)::
       labels/     logits-NNNNN.npy + .sha256, meta.json                          (step label)
       vocab/      words.txt, keys.npy, rows.npy, ngrams.txt                      (step vocab)
       features/   rows.bin, offsets.npy                                          (step features)
+      table-init/ rows.npy: the table's start from the teacher (student.init)    (step table-init)
       student/    {kd,ft,scratch}-{best,last}.pt                                 (steps kd, ft, scratch)
       eval/       results.json                                                   (step evaluate)
       router-student/  kd/ft checkpoints, model/ (the shadow student)              (step router-student)
@@ -38,7 +39,8 @@ DONE = "done.json"
 
 # The folder under the run folder each step writes (export and teacher-export write under models/).
 STEP_FOLDERS = {"data": "data", "teacher": "teacher", "label": "labels", "vocab": "vocab",
-                "features": "features", "kd": "student", "ft": "student", "scratch": "student", "evaluate": "eval"}
+                "features": "features", "table-init": "table-init", "kd": "student", "ft": "student",
+                "scratch": "student", "evaluate": "eval"}
 STUDENT_STAGES = ("kd", "ft", "scratch")
 
 
