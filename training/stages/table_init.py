@@ -135,8 +135,8 @@ def apply_table_init(config: RunConfig, embedding: torch.Tensor) -> None:
     if config.student.init != "teacher":
         return
     folder = init_folder(config)
-    if read_done(folder) is None or not (folder / ROWS_FILE).is_file():
-        raise StepInputMissing(folder / "done.json", "table-init")
+    if not is_done(folder, table_init_key(config)) or not (folder / ROWS_FILE).is_file():
+        raise StepInputMissing(folder / "done.json", "table-init")  # none, or made for another teacher/vocab
     rows = np.load(folder / ROWS_FILE)
     if rows.ndim != 2 or rows.shape[1] != embedding.shape[1] or rows.shape[0] > embedding.shape[0]:
         raise StepInputMissing(folder / ROWS_FILE, "table-init")  # made for another table: make it again
