@@ -27,6 +27,7 @@ STEP_HELP = {
     "label": "Label the transfer corpus with the teacher's logits (float32 shards; resumes).",
     "vocab": "Count 1- to 4-grams in bounded memory and keep the top K.",
     "features": "Turn the corpus into bags of vocabulary rows (memory-mapped for training).",
+    "table-init": "With student.init = \"teacher\": start the table's rows at the teacher's n-gram vectors.",
     "kd": "Distil the DAN on the teacher's logits: KL(teacher || student).",
     "ft": "Fine-tune the distilled DAN on the labeled set (cross-entropy).",
     "scratch": "Train the same DAN on the labeled set alone (the paper's baseline).",

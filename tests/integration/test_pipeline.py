@@ -215,6 +215,7 @@ def test_a_slice_too_small_for_a_router_is_marked_skipped_and_the_cascade_says_w
 def test_status_of_a_finished_run_and_of_one_cut_short_in_labeling(tiny_run: RunConfig, tmp_path: Path) -> None:
     rows = {r.step: r for r in run_status(tiny_run)}
     assert list(rows) == list(STEPS)
+    assert rows.pop("table-init").state == "off"  # student.init = "random": the paper's start
     assert {r.state for r in rows.values()} == {"done"}, rows
     labels = json.loads((tiny_run.run_dir / "labels" / "done.json").read_text())
     assert labels["shards"] > 1

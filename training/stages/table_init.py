@@ -122,12 +122,8 @@ def step_table_init(config: RunConfig) -> None:
 
 
 def table_init_fact(config: RunConfig) -> str | None:
-    """For a student's inputs key: the fingerprint of the start it takes from the teacher (None when the
-    run starts at random, or before step table-init)."""
-    if config.student.init != "teacher":
-        return None
-    done = read_done(init_folder(config))
-    return None if done is None else str(done.get("fingerprint"))
+    """For a student's inputs key: the key of the start it takes from the teacher (None at random)."""
+    return table_init_key(config) if config.student.init == "teacher" else None
 
 
 def apply_table_init(config: RunConfig, embedding: torch.Tensor) -> None:

@@ -93,24 +93,6 @@ def load_classifier(path: Path, **kwargs: Any) -> tuple[PreTrainedTokenizerBase,
     return tokenizer, model
 
 
-def _length_batches(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int, max_length: int, max_tokens: int
-) -> Iterator[tuple[np.ndarray, Any]]:
-    """``texts`` tokenized once and batched by token length, so each batch pads only to its own longest
-    text (mixed lengths would spend much of the compute on padding) and holds at most ``max_tokens``
-    padded tokens when that is > 0 (``token_budget_batches``): (the batch's text indices, its tensors)."""
-    if not texts:
-        token_budget_batches([], batch_size, max_tokens)  # the same argument checks
-        return
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    names = [n for n in tokenizer.model_input_names if n in encoded]
-    lengths = np.asarray([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
-    for span in token_budget_batches(lengths[order].tolist(), batch_size, max_tokens):
-        idx = order[span]
-        yield idx, tokenizer.pad({n: [encoded[n][i] for i in idx] for n in names}, padding=True, return_tensors="pt")
-
-
 def _batched_outputs(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -122,12 +104,24 @@ def _batched_outputs(
     progress: Progress | None,
     max_tokens: int,
 ) -> np.ndarray:
-    """``forward(batch)`` ([batch, width]) for every text, float32 in input order, in eval mode."""
+    """``forward(batch)`` ([batch, width]) for every text, float32 in input order, in eval mode. Texts are
+    tokenized once and batched by token length, so each batch pads only to its own longest text (mixed
+    lengths would spend much of the compute on padding), and holds at most ``max_tokens`` padded tokens
+    when that is > 0 (``token_budget_batches``)."""
     out = np.empty((len(texts), width), dtype=np.float32)
+    if not texts:
+        token_budget_batches([], batch_size, max_tokens)  # the same argument checks
+        return out
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    names = [n for n in tokenizer.model_input_names if n in encoded]
+    lengths = np.asarray([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for idx, batch in _length_batches(tokenizer, texts, batch_size, max_length, max_tokens):
+        for span in token_budget_batches(lengths[order].tolist(), batch_size, max_tokens):
+            idx = order[span]
+            batch = tokenizer.pad({n: [encoded[n][i] for i in idx] for n in names}, padding=True, return_tensors="pt")
             out[idx] = forward(batch).float().numpy()
             if progress is not None:
                 progress(len(idx))
@@ -144,7 +138,7 @@ def predict_logits(
     progress: Progress | None = None,
     max_tokens: int = 0,
 ) -> np.ndarray:
-    """Logits [n, labels] float32 in input order, batched by token length (``_length_batches``)."""
+    """Logits [n, labels] float32 in input order, batched by token length (``_batched_outputs``)."""
     return _batched_outputs(model, tokenizer, texts, lambda batch: model(**batch).logits,
                             len(label_names(model.config)), batch_size, max_length, progress, max_tokens)
 
